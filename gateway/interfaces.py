@@ -1,0 +1,134 @@
+"""The small interfaces through which optional layers plug into the request path.
+
+The gateway owns these Protocols and ships trivial defaults, so it runs with nothing else
+configured. ``admin`` implements Authenticator/Admission; ``cache`` is adapted to
+ResponseCache by gateway code. Nothing here imports admin or cache.
+
+Order on the request path (see pipeline.py):
+    authenticate → parse/validate → admit (reserve) → cache lookup → execute → settle/release
+A Ticket is always finished exactly once: ``settle`` after a completed response (including a
+cache hit), ``release`` after any failure or cancellation. Both must be cheap and must not do
+I/O on the request path beyond what their implementation documents (admin uses Redis scripts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from backends.base import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling. ``tenant`` scopes caches, limits and usage."""
+
+    tenant: str = "default"
+    key_id: str | None = None
+    allowed_models: frozenset[str] | None = None  # None: every model
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+ANONYMOUS = Principal()
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, request: web.Request) -> Principal:
+        """Return the caller or raise ``gateway.errors.AuthenticationError``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """What admission knows before the request runs."""
+
+    model: str
+    prompt_tokens: int
+    max_output_tokens: int
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened, for settling budgets and writing usage events."""
+
+    model: str
+    deployment: str | None
+    usage: Usage
+    status: int
+    latency_s: float
+    cached: bool = False
+    stream: bool = False
+
+
+class Ticket(Protocol):
+    async def settle(self, outcome: Outcome) -> None: ...
+
+    async def release(self, status: int) -> None: ...
+
+
+class Admission(Protocol):
+    async def admit(self, principal: Principal, estimate: Estimate) -> Ticket:
+        """Reserve rate-limit and budget capacity or raise ``RateLimited``/``BudgetExceeded``."""
+        ...
+
+
+class OpenAuthenticator:
+    """Auth off: every caller is the default tenant. Used by the embedded demo config."""
+
+    async def authenticate(self, request: web.Request) -> Principal:
+        return ANONYMOUS
+
+
+class _NoopTicket:
+    async def settle(self, outcome: Outcome) -> None:
+        return None
+
+    async def release(self, status: int) -> None:
+        return None
+
+
+NOOP_TICKET: Ticket = _NoopTicket()
+
+
+class AdmitAll:
+    async def admit(self, principal: Principal, estimate: Estimate) -> Ticket:
+        return NOOP_TICKET
+
+
+@dataclass(frozen=True, slots=True)
+class CacheQuery:
+    """Everything that may change a cached answer. Built by the gateway, consumed by the cache
+    adapter; ``body`` is the validated OpenAI request body (client's model alias)."""
+
+    tenant: str
+    model: str
+    body: Mapping[str, Any]
+    stream: bool
+    control: frozenset[str] = frozenset()  # from the x-turnout-cache header: bypass, refresh, no-store
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    body: dict[str, Any]  # a chat.completion object
+    kind: str  # "exact" | "semantic"
+    key: str
+
+
+class ResponseCache(Protocol):
+    async def lookup(self, query: CacheQuery) -> CachedAnswer | None: ...
+
+    def store(self, query: CacheQuery, body: dict[str, Any]) -> None:
+        """Schedule a write of a complete, successful answer; never blocks the response."""
+        ...
+
+
+class NoCache:
+    async def lookup(self, query: CacheQuery) -> CachedAnswer | None:
+        return None
+
+    def store(self, query: CacheQuery, body: dict[str, Any]) -> None:
+        return None
