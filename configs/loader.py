@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from configs.admin import parse_admin
+from configs.cache import parse_cache
 from configs.errors import ConfigError
 from configs.reader import Reader
 from configs.schema import (
@@ -94,9 +96,13 @@ def _parse_root(root: Reader) -> GatewayConfig:
     if logging is not None:
         log_level = logging.choice("level", ("debug", "info", "warning", "error"), "info")
         logging.finish()
+    cache = parse_cache(root.section("cache"))
+    admin = parse_admin(root.section("admin"))
     root.finish()
     _check_references(root.source, backends, models)
-    return GatewayConfig(root.source, server, backends, models, redis_url, log_level)
+    return GatewayConfig(
+        root.source, server, backends, models, redis_url, log_level, cache=cache, admin=admin,
+    )
 
 
 def _parse_server(r: Reader | None, source: str) -> ServerConfig:

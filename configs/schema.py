@@ -11,6 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from configs.admin import AdminConfig
+from configs.cache import CacheConfig
+
 BackendKind = Literal["openai", "vllm", "tgi", "ollama", "litellm", "mock"]
 BACKEND_KINDS: tuple[BackendKind, ...] = ("openai", "vllm", "tgi", "ollama", "litellm", "mock")
 ModelType = Literal["chat", "embedding"]
@@ -114,3 +117,5 @@ class GatewayConfig:
     models: Mapping[str, ModelConfig]
     redis_url: str | None = None
     log_level: str = "info"
+    cache: CacheConfig | None = None
+    admin: AdminConfig | None = None
