@@ -7,6 +7,7 @@ key path and the expected shape. ``${ENV}`` interpolation happens before this (l
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
@@ -51,27 +52,27 @@ def _type_name(value: object) -> str:
 class Reader:
     """Typed access to one mapping at ``path`` inside ``source``."""
 
-    def __init__(self, data: object, path: str, source: str) -> None:
+    def __init__(self, data: object, path: builtins.str, source: builtins.str) -> None:
         if not isinstance(data, Mapping):
             raise ConfigError(source, path, f"expected a mapping; got {_type_name(data)}")
-        self._data: Mapping[str, Any] = data
-        self._seen: set[str] = set()
+        self._data: Mapping[builtins.str, Any] = data
+        self._seen: set[builtins.str] = set()
         self.path = path
         self.source = source
 
-    def sub_path(self, key: str) -> str:
+    def sub_path(self, key: builtins.str) -> builtins.str:
         return f"{self.path}.{key}" if self.path else key
 
-    def error(self, key: str, message: str) -> ConfigError:
+    def error(self, key: builtins.str, message: builtins.str) -> ConfigError:
         return ConfigError(self.source, self.sub_path(key), message)
 
-    def has(self, key: str) -> bool:
+    def has(self, key: builtins.str) -> builtins.bool:
         return key in self._data
 
-    def keys(self) -> Iterator[str]:
+    def keys(self) -> Iterator[builtins.str]:
         return iter(self._data.keys())
 
-    def raw(self, key: str, default: Any = _MISSING) -> Any:
+    def raw(self, key: builtins.str, default: Any = _MISSING) -> Any:
         self._seen.add(key)
         if key in self._data:
             return self._data[key]
@@ -79,15 +80,15 @@ class Reader:
             raise self.error(key, "is required")
         return default
 
-    def str(self, key: str, default: Any = _MISSING) -> Any:
+    def str(self, key: builtins.str, default: Any = _MISSING) -> Any:
         value = self.raw(key, default)
         if value is default and default is not _MISSING:
             return value
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, builtins.str) or not value:
             raise self.error(key, f"expected a non-empty string; got {_type_name(value)}")
         return value
 
-    def choice(self, key: str, options: tuple[str, ...], default: Any = _MISSING) -> Any:
+    def choice(self, key: builtins.str, options: tuple[builtins.str, ...], default: Any = _MISSING) -> Any:
         value = self.raw(key, default)
         if value is default and default is not _MISSING:
             return value
@@ -95,30 +96,30 @@ class Reader:
             raise self.error(key, f"expected one of {', '.join(options)}; got {value!r}")
         return value
 
-    def bool(self, key: str, default: Any = _MISSING) -> Any:
+    def bool(self, key: builtins.str, default: Any = _MISSING) -> Any:
         value = self.raw(key, default)
-        if not isinstance(value, bool):
+        if not isinstance(value, builtins.bool):
             raise self.error(key, f"expected true or false; got {value!r}")
         return value
 
-    def int(self, key: str, default: Any = _MISSING, *, min_value: int | None = None) -> Any:
+    def int(self, key: builtins.str, default: Any = _MISSING, *, min_value: builtins.int | None = None) -> Any:
         value = self.raw(key, default)
         if value is default and default is not _MISSING:
             return value
-        if not isinstance(value, int) or isinstance(value, bool):
+        if not isinstance(value, builtins.int) or isinstance(value, builtins.bool):
             raise self.error(key, f"expected an integer; got {value!r}")
         if min_value is not None and value < min_value:
             raise self.error(key, f"expected an integer >= {min_value}; got {value}")
         return value
 
     def float(
-        self, key: str, default: Any = _MISSING, *, min_value: float | None = None,
-        max_value: float | None = None,
+        self, key: builtins.str, default: Any = _MISSING, *, min_value: builtins.float | None = None,
+        max_value: builtins.float | None = None,
     ) -> Any:
         value = self.raw(key, default)
         if value is default and default is not _MISSING:
             return value
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
+        if not isinstance(value, (int, builtins.float)) or isinstance(value, builtins.bool):
             raise self.error(key, f"expected a number; got {value!r}")
         if min_value is not None and value < min_value:
             raise self.error(key, f"expected a number >= {min_value}; got {value}")
@@ -126,7 +127,7 @@ class Reader:
             raise self.error(key, f"expected a number <= {max_value}; got {value}")
         return float(value)
 
-    def duration(self, key: str, default: Any = _MISSING) -> Any:
+    def duration(self, key: builtins.str, default: Any = _MISSING) -> Any:
         value = self.raw(key, default)
         if value is default and default is not _MISSING:
             return value
@@ -135,7 +136,7 @@ class Reader:
         except ValueError as exc:
             raise self.error(key, str(exc)) from None
 
-    def size(self, key: str, default: Any = _MISSING) -> Any:
+    def size(self, key: builtins.str, default: Any = _MISSING) -> Any:
         value = self.raw(key, default)
         if value is default and default is not _MISSING:
             return value
@@ -144,22 +145,22 @@ class Reader:
         except ValueError as exc:
             raise self.error(key, str(exc)) from None
 
-    def str_list(self, key: str, default: Any = _MISSING) -> Any:
+    def str_list(self, key: builtins.str, default: Any = _MISSING) -> Any:
         value = self.raw(key, default)
         if value is default and default is not _MISSING:
             return value
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        if not isinstance(value, list) or not all(isinstance(v, builtins.str) and v for v in value):
             raise self.error(key, f"expected a list of strings; got {value!r}")
         return tuple(value)
 
-    def section(self, key: str, *, required: bool = False) -> Reader | None:
+    def section(self, key: builtins.str, *, required: builtins.bool = False) -> Reader | None:
         """A nested Reader, or None when the key is absent (or null) and not required."""
         value = self.raw(key, _MISSING if required else None)
         if value is None:
             return None
         return Reader(value, self.sub_path(key), self.source)
 
-    def items(self, key: str) -> list[tuple[str, object]]:
+    def items(self, key: builtins.str) -> list[tuple[builtins.str, object]]:
         """(name, value) pairs of a nested mapping keyed by names; absent means empty."""
         value = self.raw(key, None)
         if value is None:

@@ -1,0 +1,1 @@
+"""HTTP edge: aiohttp app, middlewares, handlers, OpenAI wire format, the request pipeline, CLI."""

@@ -1,0 +1,25 @@
+"""Choosing where a request goes: pure routers plus the executor that runs attempts."""
+
+from routing.base import ClusterView, DeploymentState, RouteInput, RoutePlan, Router
+from routing.cluster import ClusterState
+from routing.errors import AllAttemptsFailed, NoHealthyDeployment, RoutingError
+from routing.executor import Classifier, ErrorClass, Execution, Executor
+from routing.registry import ROUTERS, build_router
+
+__all__ = [
+    "ROUTERS",
+    "AllAttemptsFailed",
+    "Classifier",
+    "ClusterState",
+    "ClusterView",
+    "DeploymentState",
+    "ErrorClass",
+    "Execution",
+    "Executor",
+    "NoHealthyDeployment",
+    "RouteInput",
+    "RoutePlan",
+    "Router",
+    "RoutingError",
+    "build_router",
+]

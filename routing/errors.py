@@ -1,0 +1,26 @@
+"""Errors raised by routing.
+
+    RoutingError
+    ├── NoHealthyDeployment   every candidate is ejected or its breaker is open
+    └── AllAttemptsFailed     every attempt (retries and fallbacks included) failed; ``errors``
+                              holds each attempt's error in order
+"""
+
+from __future__ import annotations
+
+
+class RoutingError(Exception):
+    pass
+
+
+class NoHealthyDeployment(RoutingError):
+    def __init__(self, model: str) -> None:
+        super().__init__(f"no healthy deployment for model {model!r}")
+        self.model = model
+
+
+class AllAttemptsFailed(RoutingError):
+    def __init__(self, model: str, errors: list[BaseException]) -> None:
+        super().__init__(f"all {len(errors)} attempts for model {model!r} failed")
+        self.model = model
+        self.errors = errors
