@@ -175,32 +175,27 @@ class MockBackend:
     async def stream(self, req: BackendRequest) -> AsyncIterator[Chunk]:
         self.calls += 1
         self.in_flight += 1
-        finished = False
         try:
-            async for chunk in self._stream(req):
-                yield chunk
-            finished = True
+            p = self._plan(req)
+            mode = draw_failure(self.spec, self._rng)
+            clock = _Clock(self.name, self.timeouts, req.deadline)
+            await self._fail_early(mode, clock, p.prompt_tokens)
+            await clock.wait(self.spec.first_token_ms / 1000, "first_token")
+            chunks = list(render_chunks(p))
+            cut = max(1, len(chunks) // 2) if mode in ("stream_cut", "malformed_chunk") else -1
+            pacer = _Pacer(clock, self.spec.tokens_per_s)
+            for index, (cost, payload) in enumerate(chunks):
+                if index == cut:
+                    self._fail_late(mode)
+                await pacer.advance(cost)
+                trailer = not payload["choices"]
+                usage = Usage(p.prompt_tokens, p.completion_tokens) if trailer else None
+                yield Chunk(orjson.dumps(payload), payload, usage, trailer)
+        except (GeneratorExit, asyncio.CancelledError):
+            self.cancelled += 1
+            raise
         finally:
             self.in_flight -= 1
-            if not finished and not isinstance(_current_error(), Exception):
-                self.cancelled += 1
-
-    async def _stream(self, req: BackendRequest) -> AsyncIterator[Chunk]:
-        p = self._plan(req)
-        mode = draw_failure(self.spec, self._rng)
-        clock = _Clock(self.name, self.timeouts, req.deadline)
-        await self._fail_early(mode, clock, p.prompt_tokens)
-        chunks = list(render_chunks(p))
-        cut = max(1, len(chunks) // 2) if mode in ("stream_cut", "malformed_chunk") else -1
-        await clock.wait(self.spec.first_token_ms / 1000, "first_token")
-        pacer = _Pacer(clock, self.spec.tokens_per_s)
-        for index, (cost, payload) in enumerate(chunks):
-            if index == cut:
-                self._fail_late(mode)
-            await pacer.advance(cost)
-            trailer = not payload["choices"]
-            usage = Usage(p.prompt_tokens, p.completion_tokens) if trailer else None
-            yield Chunk(orjson.dumps(payload), payload, usage, trailer)
 
     async def embed(self, req: EmbeddingRequest) -> BackendResponse:
         self.calls += 1
