@@ -107,16 +107,3 @@ async def raise_for_status(backend: str, resp: aiohttp.ClientResponse) -> None:
         raw = await resp.read()
         raise http_error_from_body(backend, resp.status, raw, resp.headers.get("Retry-After"))
 
-
-async def probe(session: aiohttp.ClientSession, url: str, timeouts: Timeouts,
-                headers: Mapping[str, str] | None = None) -> tuple[bool, str]:
-    """GET ``url`` for a health check: (ok, detail). Never raises; bounded by ``connect`` + 5 s."""
-    timeout = aiohttp.ClientTimeout(total=timeouts.connect + 5.0, sock_connect=timeouts.connect)
-    try:
-        async with session.get(url, headers=headers, timeout=timeout) as resp:
-            text = (await resp.text(errors="replace"))[:200]
-            if resp.status == 200:
-                return True, text
-            return False, f"HTTP {resp.status}: {text}"
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        return False, f"{type(exc).__name__}: {exc}"

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from backends._shapes import check_single_choice, reject, text_of
 from backends.base import Endpoint, Usage
 from backends.errors import BackendHTTPError
-from backends._shapes import check_single_choice, reject, text_of
 
 CHATML_END = "<|im_end|>"
 TGI_MAX_STOP_SEQUENCES = 4
