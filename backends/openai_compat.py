@@ -8,7 +8,6 @@ trailer for clients that did not ask.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -131,7 +130,7 @@ class OpenAIBackend:
             ) as resp:
                 await raise_for_status(self.name, resp)
                 return Health(True, f"HTTP {resp.status}")
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError, BackendError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, BackendError) as exc:
             return Health(False, str(map_client_error(self.name, exc)))
 
     async def aclose(self) -> None:

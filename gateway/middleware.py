@@ -1,0 +1,101 @@
+"""Middleware factories. app.py composes them in one ordered list.
+
+- ``make_envelope``: outermost. Request id (accepted from ``x-request-id`` or generated) and the
+  one place where any exception becomes an OpenAI-style error response (errors.to_http).
+- ``make_auth``: deny by default; only PUBLIC_ROUTES skip it. Added only when an authenticator
+  other than the open one is configured, so the demo pays nothing for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from gateway.errors import (
+    AuthenticationError,
+    GatewayError,
+    HttpError,
+    NotFound,
+    PayloadTooLarge,
+    error_body,
+    to_http,
+)
+from gateway.interfaces import ANONYMOUS, Principal
+from gateway.keys import AUTHENTICATOR
+
+REQUEST_ID = "turnout.request_id"
+PRINCIPAL = "turnout.principal"
+PUBLIC_ROUTES = frozenset({"/health", "/ready"})
+ADMIN_PREFIX = "/admin/"
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+log = logging.getLogger("turnout.gateway")
+
+
+def new_request_id() -> str:
+    return os.urandom(12).hex()
+
+
+def principal_of(request: web.Request) -> Principal:
+    principal: Principal = request.get(PRINCIPAL, ANONYMOUS)
+    return principal
+
+
+def _from_aiohttp(exc: web.HTTPException) -> HttpError:
+    if exc.status == 413:
+        return to_http(PayloadTooLarge(f"request body too large: {exc.text}"))
+    if exc.status == 404:
+        return to_http(NotFound("unknown URL; see /v1/models, /v1/chat/completions, /v1/completions, "
+                                "/v1/embeddings", code="unknown_url"))
+    error_type = "invalid_request_error" if exc.status < 500 else "api_error"
+    return HttpError(exc.status, error_body(exc.reason, error_type), {})
+
+
+def error_response(http: HttpError, request_id: str) -> web.Response:
+    return web.Response(status=http.status, body=http.body, content_type="application/json",
+                        headers={**http.headers, "x-request-id": request_id})
+
+
+def make_envelope() -> Middleware:
+    @web.middleware
+    async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse:
+        rid = request.headers.get("x-request-id")
+        if rid is None or not _VALID_ID.match(rid):
+            rid = new_request_id()
+        request[REQUEST_ID] = rid
+        try:
+            resp = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return error_response(_from_aiohttp(exc), rid)
+        except GatewayError as exc:
+            return error_response(to_http(exc), rid)
+        except Exception as exc:
+            http = to_http(exc)
+            if http.status == 500:
+                log.exception("unhandled error in %s %s (request %s)", request.method, request.path, rid)
+            return error_response(http, rid)
+        if not resp.prepared:
+            resp.headers["x-request-id"] = rid
+        return resp
+
+    return envelope
+
+
+def make_auth() -> Middleware:
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # The admin sub-app authenticates with its own admin key.
+        if request.path in PUBLIC_ROUTES or request.path.startswith(ADMIN_PREFIX):
+            return await handler(request)
+        principal = await request.app[AUTHENTICATOR].authenticate(request)
+        if principal is None:
+            raise AuthenticationError("missing or invalid API key")
+        request[PRINCIPAL] = principal
+        return await handler(request)
+
+    return auth

@@ -1,0 +1,65 @@
+"""Token counting with tiktoken, for admission estimates and for streams whose upstream gave no
+usage. Upstream usage always wins when present.
+
+Counts follow OpenAI's published chat accounting (3 tokens per message plus the role/name, 3
+for the reply primer) with cl100k_base, or o200k_base for model names that use it. For
+non-OpenAI models this is an estimate, documented as such. Encodings load lazily, once per
+process, from the offline copy (configs.environment).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import tiktoken
+
+_O200K_PREFIXES = ("gpt-4o", "o1", "o3", "o4", "gpt-4.1", "gpt-5")
+
+
+class TokenCounter:
+    def __init__(self) -> None:
+        self._encodings: dict[str, tiktoken.Encoding] = {}
+
+    def _encoding(self, model: str) -> tiktoken.Encoding:
+        name = "o200k_base" if model.startswith(_O200K_PREFIXES) else "cl100k_base"
+        enc = self._encodings.get(name)
+        if enc is None:
+            enc = self._encodings[name] = tiktoken.get_encoding(name)
+        return enc
+
+    def count_text(self, text: str, model: str = "") -> int:
+        if not text:
+            return 0
+        return len(self._encoding(model).encode(text, disallowed_special=()))
+
+    def count_messages(self, messages: Iterable[Any], model: str = "") -> int:
+        total = 3
+        for message in messages:
+            if not isinstance(message, dict):
+                continue
+            total += 3 + self.count_text(_content_text(message.get("content")), model)
+            if message.get("name"):
+                total += 1
+            if message.get("tool_calls"):
+                total += self.count_text(str(message["tool_calls"]), model)
+        return total
+
+    def count_prompt(self, body: dict[str, Any], model: str = "") -> int:
+        if "messages" in body:
+            return self.count_messages(body["messages"], model)
+        prompt = body.get("prompt", body.get("input", ""))
+        if isinstance(prompt, str):
+            return self.count_text(prompt, model)
+        if isinstance(prompt, list):
+            return sum(self.count_text(p, model) if isinstance(p, str) else
+                       (len(p) if isinstance(p, list) else 1) for p in prompt)
+        return 0
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
