@@ -1,0 +1,144 @@
+"""gateway.interfaces.Admission: rate limits and budget reservation at admission, settle or
+release afterwards, one usage event per finished request.
+
+The reservation is the most the request can cost: prompt tokens + ``max_output_tokens`` (the
+gateway passes the request's max_tokens, or the model's limit) at the model's catalogue
+price. Settle charges the real usage (0 USD for cache hits: nothing ran upstream; the tokens
+are still metered). A ticket finishes once; a second settle/release is ignored.
+If the quota store (Redis) is unreachable, admission fails closed (the error propagates).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable
+
+from admin.auth import SCOPES_ATTR
+from admin.models import UsageEvent
+from admin.pricing import Catalogue, TokenPrice
+from admin.quota import AdmitRequest, Decision, QuotaStore, Scope
+from admin.usage import UsageRecorder
+from gateway.errors import BudgetExceeded, RateLimited
+from gateway.interfaces import Estimate, Outcome, Principal, Ticket
+
+log = logging.getLogger("turnout.admin.admission")
+
+
+def ratelimit_headers(decision: Decision, scopes: tuple[Scope, ...]) -> dict[str, str]:
+    """OpenAI-style x-ratelimit-* for the tightest scope (the refusing one when refused)."""
+    headers: dict[str, str] = {}
+    for (requests, tokens), scope in zip(decision.remaining, scopes, strict=False):
+        if decision.scope and scope.id != decision.scope:
+            continue
+        lim = scope.limits
+        if lim.rpm is not None and requests is not None and (
+                "x-ratelimit-remaining-requests" not in headers
+                or requests < int(headers["x-ratelimit-remaining-requests"])):
+            headers["x-ratelimit-limit-requests"] = str(lim.rpm)
+            headers["x-ratelimit-remaining-requests"] = str(requests)
+        if lim.tpm is not None and tokens is not None and (
+                "x-ratelimit-remaining-tokens" not in headers
+                or tokens < int(headers["x-ratelimit-remaining-tokens"])):
+            headers["x-ratelimit-limit-tokens"] = str(lim.tpm)
+            headers["x-ratelimit-remaining-tokens"] = str(tokens)
+    if not decision.ok and decision.reason in ("rpm", "tpm"):
+        kind = "requests" if decision.reason == "rpm" else "tokens"
+        headers[f"x-ratelimit-reset-{kind}"] = f"{decision.retry_after:.3f}s"
+    return headers
+
+
+class QuotaAdmission:
+    def __init__(
+        self, quota: QuotaStore, catalogue: Catalogue, usage: UsageRecorder,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.quota = quota
+        self.catalogue = catalogue
+        self.usage = usage
+        self._clock = clock
+
+    async def admit(self, principal: Principal, estimate: Estimate) -> Ticket:
+        scopes: tuple[Scope, ...] = principal.attributes.get(SCOPES_ATTR, ())
+        price = self.catalogue.price(estimate.model)
+        req = AdmitRequest(
+            req_id=f"{estimate.request_id}:{secrets.token_hex(4)}",
+            scopes=scopes,
+            tokens=estimate.prompt_tokens + estimate.max_output_tokens,
+            cost_nusd=price.cost_nusd(estimate.prompt_tokens, estimate.max_output_tokens),
+            now=self._clock(),
+        )
+        if scopes:
+            decision = await self.quota.admit(req)
+            if not decision.ok:
+                raise self._refusal(decision, scopes)
+        return AdmissionTicket(self, principal, estimate, req, price)
+
+    @staticmethod
+    def _refusal(decision: Decision, scopes: tuple[Scope, ...]) -> RateLimited:
+        subject = decision.scope.replace("k:", "API key ", 1).replace("t:", "tenant ", 1)
+        headers = ratelimit_headers(decision, scopes)
+        if decision.reason == "budget":
+            return BudgetExceeded(
+                f"{subject} has exhausted its budget for this period", retry_after=decision.retry_after,
+                headers=headers,
+            )
+        what = {"rpm": "requests per minute", "tpm": "tokens per minute",
+                "concurrency": "concurrent requests"}[decision.reason]
+        return RateLimited(
+            f"rate limit reached for {subject}: {what}", retry_after=decision.retry_after, headers=headers,
+        )
+
+
+class AdmissionTicket:
+    __slots__ = ("_done", "_owner", "estimate", "price", "principal", "req")
+
+    def __init__(
+        self, owner: QuotaAdmission, principal: Principal, estimate: Estimate, req: AdmitRequest,
+        price: TokenPrice,
+    ) -> None:
+        self._owner = owner
+        self.principal = principal
+        self.estimate = estimate
+        self.req = req
+        self.price = price
+        self._done = False
+
+    async def settle(self, outcome: Outcome) -> None:
+        if self._done:
+            return
+        self._done = True
+        usage = outcome.usage
+        cost = 0 if outcome.cached else self.price.cost_nusd(usage.prompt_tokens, usage.completion_tokens)
+        try:
+            if self.req.scopes:
+                crossed = await self._owner.quota.finish(
+                    self.req, usage.total_tokens, cost, self._owner._clock())
+                for scope_id in crossed:
+                    log.warning("budget alert: %s passed its soft threshold", scope_id)
+        finally:
+            self._record(outcome.model, outcome.deployment, usage.prompt_tokens, usage.completion_tokens,
+                         cost, outcome.status, outcome.latency_s, outcome.cached, outcome.stream)
+
+    async def release(self, status: int) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            if self.req.scopes:
+                await self._owner.quota.finish(self.req, None, 0, self._owner._clock())
+        finally:
+            self._record(self.estimate.model, None, 0, 0, 0, status, 0.0, False, False)
+
+    def _record(
+        self, model: str, deployment: str | None, prompt: int, completion: int, cost: int,
+        status: int, latency_s: float, cached: bool, stream: bool,
+    ) -> None:
+        self._owner.usage.record(UsageEvent(
+            id=secrets.token_hex(12), ts=self._owner._clock(), request_id=self.estimate.request_id,
+            tenant_id=self.principal.tenant, key_id=self.principal.key_id, model=model,
+            deployment=deployment, prompt_tokens=prompt, completion_tokens=completion, cost_nusd=cost,
+            status=status, latency_ms=math.ceil(latency_s * 1000), cached=cached, stream=stream,
+        ))

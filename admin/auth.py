@@ -1,0 +1,139 @@
+"""Key → principal on the request path, from an in-process TTL cache.
+
+Contracts:
+- A request costs no database query while its key is cached; a miss costs one query, shared
+  by every request that misses on the same key at the same moment. Unknown key ids are cached
+  too (negatively), so bad keys cannot hammer the database. The cache is an LRU with a bound.
+- Entries live ``ttl`` seconds. Revocations, rotations and limit changes evict entries at once
+  in this process and, through ``bus.py`` (Redis pub/sub), in every replica; without Redis the
+  TTL is the staleness bound for other processes.
+- Expiry is checked on every request against the cached record (no query needed).
+- The presented key is compared with the stored SHA-256 in constant time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from admin import keygen
+from admin.models import ApiKey, Limits, Tenant
+from admin.quota import Scope
+from admin.store import Store
+from gateway.errors import AuthenticationError
+from gateway.interfaces import Principal
+
+SCOPES_ATTR = "turnout.admin.scopes"
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    key: ApiKey
+    tenant: Tenant
+    principal: Principal
+
+
+def _allowed(a: Limits, b: Limits) -> frozenset[str] | None:
+    if a.models is None:
+        return b.models
+    if b.models is None:
+        return a.models
+    return a.models & b.models
+
+
+def resolve(key: ApiKey, tenant: Tenant) -> Resolved:
+    scopes = (Scope(f"k:{key.id}", key.limits), Scope(f"t:{tenant.id}", tenant.limits))
+    principal = Principal(
+        tenant=tenant.id, key_id=key.id, allowed_models=_allowed(key.limits, tenant.limits),
+        attributes={SCOPES_ATTR: scopes},
+    )
+    return Resolved(key, tenant, principal)
+
+
+class KeyCache:
+    def __init__(
+        self, store: Store, ttl: float = 10.0, size: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._size = size
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, Resolved | None]] = OrderedDict()
+        self._pending: dict[str, asyncio.Future[Resolved | None]] = {}
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, key_id: str) -> Resolved | None:
+        entry = self._entries.get(key_id)
+        if entry is not None and entry[0] > self._clock():
+            self._entries.move_to_end(key_id)
+            return entry[1]
+        pending = self._pending.get(key_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Resolved | None] = asyncio.get_running_loop().create_future()
+        self._pending[key_id] = future
+        try:
+            self.misses += 1
+            row = await self._store.key_with_tenant(key_id)
+            value = resolve(*row) if row is not None else None
+            self._put(key_id, value)
+            future.set_result(value)
+            return value
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody logs it as lost
+            raise
+        finally:
+            del self._pending[key_id]
+
+    def _put(self, key_id: str, value: Resolved | None) -> None:
+        self._entries[key_id] = (self._clock() + self._ttl, value)
+        self._entries.move_to_end(key_id)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def invalidate_key(self, key_id: str) -> None:
+        self._entries.pop(key_id, None)
+
+    def invalidate_tenant(self, tenant_id: str) -> None:
+        for key_id in [k for k, (_, v) in self._entries.items() if v is not None and v.tenant.id == tenant_id]:
+            del self._entries[key_id]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get("api-key") or None
+
+
+class KeyAuthenticator:
+    """gateway.interfaces.Authenticator backed by the key cache."""
+
+    def __init__(self, cache: KeyCache) -> None:
+        self._cache = cache
+
+    async def authenticate(self, request: web.Request) -> Principal:
+        presented = bearer(request)
+        if presented is None:
+            raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
+        key_id = keygen.key_id_of(presented)
+        resolved = await self._cache.get(key_id) if key_id is not None else None
+        if resolved is None or not keygen.matches(presented, resolved.key.hash):
+            raise AuthenticationError("invalid API key")
+        if not resolved.key.usable(time.time()):
+            raise AuthenticationError(f"API key {resolved.key.id} is revoked or expired")
+        return resolved.principal

@@ -1,0 +1,254 @@
+"""Rate limits (RPM, TPM, concurrency) and budgets, checked and reserved in one atomic step.
+
+Semantics, identical for the in-memory store (one process) and the Redis store (replicas):
+- RPM and TPM are exact sliding 60-second windows: in any 60 s no more than the limit is
+  admitted. TPM counts the estimate (prompt + max output tokens) at admission and is corrected
+  to the real usage at settle (to 0 on release).
+- Concurrency counts admitted, unfinished requests; each holds a lease that expires after
+  ``lease`` seconds so a crashed replica cannot leak slots forever.
+- Budgets reserve the request's maximum cost at admission; settle moves the real cost from
+  reserved to spent; release drops the reservation. A request is admitted only if
+  ``spent + reserved + cost <= budget``; so settled spend never exceeds the budget unless a
+  request's real cost exceeds its reservation. Spend per period is seeded once from the
+  database (usage events) the first time a ledger is used.
+- ``admit`` changes nothing when it refuses: either every scope admits, or none is touched.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from admin.models import Limits
+
+WINDOW_S = 60.0
+SpentLoader = Callable[["Scope", float], Awaitable[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """One limited subject: ``k:<key id>`` or ``t:<tenant id>``."""
+
+    id: str
+    limits: Limits
+
+    @property
+    def kind(self) -> str:
+        return "key" if self.id.startswith("k:") else "tenant"
+
+    @property
+    def subject(self) -> str:
+        return self.id[2:]
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    id: str
+    start: float
+    end: float
+
+
+def period_of(kind: str, now: float) -> Period:
+    t = datetime.fromtimestamp(now, UTC)
+    if kind == "day":
+        start = t.replace(hour=0, minute=0, second=0, microsecond=0)
+        end = datetime.fromtimestamp(start.timestamp() + 86400, UTC)
+        return Period(start.strftime("%Y-%m-%d"), start.timestamp(), end.timestamp())
+    start = t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(
+        month=start.month + 1)
+    return Period(start.strftime("%Y-%m"), start.timestamp(), end.timestamp())
+
+
+@dataclass(frozen=True, slots=True)
+class AdmitRequest:
+    req_id: str
+    scopes: tuple[Scope, ...]
+    tokens: int
+    cost_nusd: int
+    now: float
+
+
+@dataclass(slots=True)
+class Decision:
+    ok: bool
+    reason: str = ""  # rpm | tpm | concurrency | budget
+    scope: str = ""
+    retry_after: float = 0.0
+    # per scope: (requests remaining, tokens remaining); None where unlimited
+    remaining: list[tuple[int | None, int | None]] = field(default_factory=list)
+
+
+class QuotaStore(Protocol):
+    async def admit(self, req: AdmitRequest) -> Decision: ...
+
+    async def finish(
+        self, req: AdmitRequest, tokens: int | None, cost_nusd: int, now: float,
+    ) -> list[str]:
+        """Settle (tokens given) or release (tokens None). Returns ids of scopes whose spend
+        crossed their soft-alert threshold with this settle."""
+        ...
+
+    async def budget_state(self, scope: Scope, now: float) -> tuple[int, int] | None:
+        """(spent, reserved) nano-USD in the current period, None if not loaded here."""
+        ...
+
+
+class _Window:
+    """Weighted sliding log: entries older than WINDOW_S stop counting."""
+
+    __slots__ = ("entries", "total", "weights")
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[float, str]] = deque()
+        self.weights: dict[str, int] = {}
+        self.total = 0
+
+    def purge(self, now: float) -> None:
+        while self.entries and self.entries[0][0] <= now - WINDOW_S:
+            _, rid = self.entries.popleft()
+            self.total -= self.weights.pop(rid, 0)
+
+    def retry_after(self, now: float) -> float:
+        return max(self.entries[0][0] + WINDOW_S - now, 0.001) if self.entries else 1.0
+
+    def add(self, now: float, rid: str, weight: int) -> None:
+        self.entries.append((now, rid))
+        self.weights[rid] = weight
+        self.total += weight
+
+    def adjust(self, rid: str, weight: int) -> None:
+        if rid in self.weights:
+            self.total += weight - self.weights[rid]
+            self.weights[rid] = weight
+
+
+@dataclass(slots=True)
+class _Ledger:
+    spent: int
+    reserved: dict[str, tuple[int, float]] = field(default_factory=dict)  # rid -> (cost, lease end)
+
+    def purge(self, now: float) -> None:
+        for rid in [r for r, (_, end) in self.reserved.items() if end <= now]:
+            del self.reserved[rid]
+
+    @property
+    def reserved_total(self) -> int:
+        return sum(c for c, _ in self.reserved.values())
+
+
+@dataclass(slots=True)
+class _ScopeState:
+    rpm: _Window = field(default_factory=_Window)
+    tpm: _Window = field(default_factory=_Window)
+    running: dict[str, float] = field(default_factory=dict)  # rid -> lease end
+    ledgers: dict[str, _Ledger] = field(default_factory=dict)  # period id -> ledger
+
+
+class MemoryQuota:
+    """Single-process QuotaStore. ``admit`` and ``finish`` do their check-and-commit without
+    an ``await`` in between, which makes them atomic on the event loop."""
+
+    def __init__(self, load_spent: SpentLoader, lease: float = 600.0) -> None:
+        self._load = load_spent
+        self._lease = lease
+        self._scopes: dict[str, _ScopeState] = {}
+
+    def _state(self, scope_id: str) -> _ScopeState:
+        state = self._scopes.get(scope_id)
+        if state is None:
+            state = self._scopes[scope_id] = _ScopeState()
+        return state
+
+    async def _ensure_ledger(self, scope: Scope, now: float) -> None:
+        period = period_of(scope.limits.budget_period, now)
+        if period.id not in self._state(scope.id).ledgers:
+            spent = await self._load(scope, period.start)
+            ledgers = self._state(scope.id).ledgers
+            ledgers.setdefault(period.id, _Ledger(spent))
+            for old in [p for p in ledgers if p != period.id]:
+                del ledgers[old]
+
+    async def admit(self, req: AdmitRequest) -> Decision:
+        for scope in req.scopes:
+            if scope.limits.budget_usd is not None:
+                await self._ensure_ledger(scope, req.now)
+        for scope in req.scopes:
+            refusal = self._check(scope, req)
+            if refusal is not None:
+                refusal.remaining = self._remaining(req)
+                return refusal
+        for scope in req.scopes:
+            self._commit(scope, req)
+        return Decision(True, remaining=self._remaining(req))
+
+    def _check(self, scope: Scope, req: AdmitRequest) -> Decision | None:
+        lim, st, now = scope.limits, self._state(scope.id), req.now
+        st.rpm.purge(now)
+        st.tpm.purge(now)
+        if lim.rpm is not None and len(st.rpm.entries) + 1 > lim.rpm:
+            return Decision(False, "rpm", scope.id, st.rpm.retry_after(now))
+        if lim.tpm is not None and st.tpm.total + req.tokens > lim.tpm:
+            return Decision(False, "tpm", scope.id, st.tpm.retry_after(now))
+        for rid in [r for r, end in st.running.items() if end <= now]:
+            del st.running[rid]
+        if lim.concurrency is not None and len(st.running) + 1 > lim.concurrency:
+            return Decision(False, "concurrency", scope.id, 1.0)
+        if lim.budget_usd is not None:
+            period = period_of(lim.budget_period, now)
+            ledger = st.ledgers[period.id]
+            ledger.purge(now)
+            budget = round(lim.budget_usd * 1e9)
+            if ledger.spent >= budget or ledger.spent + ledger.reserved_total + req.cost_nusd > budget:
+                return Decision(False, "budget", scope.id, period.end - now)
+        return None
+
+    def _commit(self, scope: Scope, req: AdmitRequest) -> None:
+        lim, st = scope.limits, self._state(scope.id)
+        if lim.rpm is not None:
+            st.rpm.add(req.now, req.req_id, 1)
+        if lim.tpm is not None:
+            st.tpm.add(req.now, req.req_id, req.tokens)
+        if lim.concurrency is not None:
+            st.running[req.req_id] = req.now + self._lease
+        if lim.budget_usd is not None:
+            ledger = st.ledgers[period_of(lim.budget_period, req.now).id]
+            ledger.reserved[req.req_id] = (req.cost_nusd, req.now + self._lease)
+
+    def _remaining(self, req: AdmitRequest) -> list[tuple[int | None, int | None]]:
+        out: list[tuple[int | None, int | None]] = []
+        for scope in req.scopes:
+            st, lim = self._state(scope.id), scope.limits
+            out.append((
+                None if lim.rpm is None else max(lim.rpm - len(st.rpm.entries), 0),
+                None if lim.tpm is None else max(lim.tpm - st.tpm.total, 0),
+            ))
+        return out
+
+    async def finish(
+        self, req: AdmitRequest, tokens: int | None, cost_nusd: int, now: float,
+    ) -> list[str]:
+        crossed: list[str] = []
+        for scope in req.scopes:
+            st = self._state(scope.id)
+            st.running.pop(req.req_id, None)
+            st.tpm.adjust(req.req_id, tokens or 0)
+            if scope.limits.budget_usd is None:
+                continue
+            ledger = st.ledgers.get(period_of(scope.limits.budget_period, req.now).id)
+            if ledger is None:
+                continue
+            ledger.reserved.pop(req.req_id, None)
+            if tokens is not None:
+                soft = round(scope.limits.budget_usd * scope.limits.soft_alert * 1e9)
+                before, ledger.spent = ledger.spent, ledger.spent + cost_nusd
+                if before < soft <= ledger.spent:
+                    crossed.append(scope.id)
+        return crossed
+
+    async def budget_state(self, scope: Scope, now: float) -> tuple[int, int] | None:
+        ledger = self._state(scope.id).ledgers.get(period_of(scope.limits.budget_period, now).id)
+        return None if ledger is None else (ledger.spent, ledger.reserved_total)

@@ -1,0 +1,248 @@
+"""QuotaStore on Redis: the same semantics as ``MemoryQuota`` (see quota.py), made global
+across replicas by doing each admission and each settle in one Lua script (one round trip,
+atomic). Keys live under ``<prefix>q:<scope>:...`` and expire on their own.
+
+The budget ledger of a period is seeded from the database once: when the script finds no
+ledger it answers "load", the caller reads the settled spend and retries with it, and the
+script initialises the ledger only if still absent (replicas racing to seed agree).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from admin.quota import WINDOW_S, AdmitRequest, Decision, Scope, SpentLoader, period_of
+
+_PURGE = """
+local function purge_window(z, w, s, cutoff)
+  while true do
+    local old = redis.call('ZRANGEBYSCORE', z, '-inf', cutoff, 'LIMIT', 0, 500)
+    if #old == 0 then return end
+    if w then
+      local ws = redis.call('HMGET', w, unpack(old))
+      local sum = 0
+      for i = 1, #ws do sum = sum + (tonumber(ws[i]) or 0) end
+      redis.call('HDEL', w, unpack(old))
+      redis.call('DECRBY', s, sum)
+    end
+    redis.call('ZREM', z, unpack(old))
+  end
+end
+local function purge_reservations(bud, bres, bresc, now)
+  while true do
+    local old = redis.call('ZRANGEBYSCORE', bres, '-inf', now, 'LIMIT', 0, 500)
+    if #old == 0 then return end
+    local cs = redis.call('HMGET', bresc, unpack(old))
+    local sum = 0
+    for i = 1, #cs do sum = sum + (tonumber(cs[i]) or 0) end
+    redis.call('HDEL', bresc, unpack(old))
+    redis.call('ZREM', bres, unpack(old))
+    redis.call('HINCRBY', bud, 'reserved', -sum)
+  end
+end
+"""
+
+# KEYS per scope (8): rpm zset, tpm zset, tpm weights, tpm sum, running zset, ledger hash,
+# reservation zset (lease end), reservation costs.
+# ARGV: now, rid, tokens, lease_end, n, then per scope (7): rpm, tpm, conc, budget, cost,
+# seed_spent, ledger_ttl. -1 means unlimited / unknown.
+_ADMIT = _PURGE + """
+local now, rid, tokens = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local lease_end, n = tonumber(ARGV[4]), tonumber(ARGV[5])
+local window = tonumber(ARGV[6 + 7 * n])
+local rem = {}
+local function remaining(i)
+  local k, a = (i - 1) * 8, 5 + (i - 1) * 7
+  local rpm, tpm = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local r, t = -1, -1
+  if rpm >= 0 then r = math.max(rpm - redis.call('ZCARD', KEYS[k + 1]), 0) end
+  if tpm >= 0 then t = math.max(tpm - (tonumber(redis.call('GET', KEYS[k + 4])) or 0), 0) end
+  return r, t
+end
+local function check(i)
+  local k, a = (i - 1) * 8, 5 + (i - 1) * 7
+  local rpm, tpm, conc = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local budget, cost = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+  local seed, ttl = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
+  if rpm >= 0 then
+    purge_window(KEYS[k + 1], nil, nil, now - window)
+    if redis.call('ZCARD', KEYS[k + 1]) + 1 > rpm then
+      local first = redis.call('ZRANGE', KEYS[k + 1], 0, 0, 'WITHSCORES')
+      local wait = 1
+      if #first > 0 then wait = tonumber(first[2]) + window - now end
+      return {'rpm', wait}
+    end
+  end
+  if tpm >= 0 then
+    purge_window(KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], now - window)
+    if (tonumber(redis.call('GET', KEYS[k + 4])) or 0) + tokens > tpm then
+      local first = redis.call('ZRANGE', KEYS[k + 2], 0, 0, 'WITHSCORES')
+      local wait = window
+      if #first > 0 then wait = tonumber(first[2]) + window - now end
+      return {'tpm', wait}
+    end
+  end
+  if conc >= 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[k + 5], '-inf', now)
+    if redis.call('ZCARD', KEYS[k + 5]) + 1 > conc then return {'concurrency', 1} end
+  end
+  if budget >= 0 then
+    if redis.call('HEXISTS', KEYS[k + 6], 'spent') == 0 then
+      if seed < 0 then return {'load', 0} end
+      redis.call('HSET', KEYS[k + 6], 'spent', seed, 'reserved', 0)
+      redis.call('EXPIRE', KEYS[k + 6], ttl)
+    end
+    purge_reservations(KEYS[k + 6], KEYS[k + 7], KEYS[k + 8], now)
+    local spent = tonumber(redis.call('HGET', KEYS[k + 6], 'spent'))
+    local reserved = tonumber(redis.call('HGET', KEYS[k + 6], 'reserved')) or 0
+    if spent >= budget or spent + reserved + cost > budget then return {'budget', ttl} end
+  end
+  return nil
+end
+local function commit(i)
+  local k, a = (i - 1) * 8, 5 + (i - 1) * 7
+  local rpm, tpm, conc = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local budget, cost, ttl = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), tonumber(ARGV[a + 7])
+  local life = math.ceil(window) + 1
+  if rpm >= 0 then
+    redis.call('ZADD', KEYS[k + 1], now, rid)
+    redis.call('EXPIRE', KEYS[k + 1], life)
+  end
+  if tpm >= 0 then
+    redis.call('ZADD', KEYS[k + 2], now, rid)
+    redis.call('HSET', KEYS[k + 3], rid, tokens)
+    redis.call('INCRBY', KEYS[k + 4], tokens)
+    for j = 2, 4 do redis.call('EXPIRE', KEYS[k + j], life) end
+  end
+  if conc >= 0 then
+    redis.call('ZADD', KEYS[k + 5], lease_end, rid)
+    redis.call('EXPIRE', KEYS[k + 5], math.ceil(lease_end - now) + 1)
+  end
+  if budget >= 0 then
+    redis.call('HINCRBY', KEYS[k + 6], 'reserved', cost)
+    redis.call('ZADD', KEYS[k + 7], lease_end, rid)
+    redis.call('HSET', KEYS[k + 8], rid, cost)
+    redis.call('EXPIRE', KEYS[k + 7], ttl)
+    redis.call('EXPIRE', KEYS[k + 8], ttl)
+  end
+end
+local out = {1, '', 0, 0}
+for i = 1, n do
+  local refusal = check(i)
+  if refusal then
+    out = {0, refusal[1], i, math.floor(refusal[2] * 1000)}
+    break
+  end
+end
+if out[1] == 1 then for i = 1, n do commit(i) end end
+for i = 1, n do
+  local r, t = remaining(i)
+  table.insert(out, r)
+  table.insert(out, t)
+end
+return out
+"""
+
+# ARGV: rid, mode (settle|release), tokens, cost, n, then per scope (2): budget, soft threshold.
+_FINISH = """
+local rid, mode, tokens, cost, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local crossed = {}
+for i = 1, n do
+  local k, a = (i - 1) * 8, 5 + (i - 1) * 2
+  local budget, soft = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  redis.call('ZREM', KEYS[k + 5], rid)
+  local old = redis.call('HGET', KEYS[k + 3], rid)
+  if old then
+    local new = 0
+    if mode == 'settle' then new = tokens end
+    redis.call('HSET', KEYS[k + 3], rid, new)
+    redis.call('INCRBY', KEYS[k + 4], new - tonumber(old))
+  end
+  if budget >= 0 then
+    local c = redis.call('HGET', KEYS[k + 8], rid)
+    if c then
+      redis.call('HDEL', KEYS[k + 8], rid)
+      redis.call('ZREM', KEYS[k + 7], rid)
+      redis.call('HINCRBY', KEYS[k + 6], 'reserved', -tonumber(c))
+    end
+    if mode == 'settle' and redis.call('HEXISTS', KEYS[k + 6], 'spent') == 1 then
+      local after = redis.call('HINCRBY', KEYS[k + 6], 'spent', cost)
+      if after - cost < soft and after >= soft then table.insert(crossed, i) end
+    end
+  end
+end
+return crossed
+"""
+
+
+class RedisQuota:
+    def __init__(self, redis: Any, prefix: str, load_spent: SpentLoader, lease: float = 600.0) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._load = load_spent
+        self._lease = lease
+        self._admit = redis.register_script(_ADMIT)
+        self._finish = redis.register_script(_FINISH)
+
+    def _keys(self, scope: Scope, now: float) -> list[str]:
+        base = f"{self._prefix}q:{scope.id}:"
+        ledger = f"{base}b:{period_of(scope.limits.budget_period, now).id}"
+        return [f"{base}rpm", f"{base}tpm", f"{base}tpmw", f"{base}tpms", f"{base}run",
+                ledger, f"{ledger}:res", f"{ledger}:resc"]
+
+    def _args(self, req: AdmitRequest, seeds: dict[str, int]) -> list[Any]:
+        args: list[Any] = [req.now, req.req_id, req.tokens, req.now + self._lease, len(req.scopes)]
+        for scope in req.scopes:
+            lim = scope.limits
+            period = period_of(lim.budget_period, req.now)
+            budget = -1 if lim.budget_usd is None else round(lim.budget_usd * 1e9)
+            args += [_lim(lim.rpm), _lim(lim.tpm), _lim(lim.concurrency), budget, req.cost_nusd,
+                     seeds.get(scope.id, -1), int(period.end - req.now) + 2 * 86400]
+        return [*args, WINDOW_S]
+
+    async def admit(self, req: AdmitRequest) -> Decision:
+        keys = [k for scope in req.scopes for k in self._keys(scope, req.now)]
+        seeds: dict[str, int] = {}
+        while True:
+            raw = await self._admit(keys=keys, args=self._args(req, seeds))
+            ok, reason, index, wait_ms = int(raw[0]), _text(raw[1]), int(raw[2]), int(raw[3])
+            if reason != "load":
+                break
+            scope = req.scopes[index - 1]
+            seeds[scope.id] = await self._load(scope, period_of(scope.limits.budget_period, req.now).start)
+        rest = [int(x) for x in raw[4:]]
+        remaining = [(_opt(rest[i]), _opt(rest[i + 1])) for i in range(0, len(rest), 2)]
+        if ok:
+            return Decision(True, remaining=remaining)
+        return Decision(False, reason, req.scopes[index - 1].id, max(wait_ms, 1) / 1000, remaining)
+
+    async def finish(
+        self, req: AdmitRequest, tokens: int | None, cost_nusd: int, now: float,
+    ) -> list[str]:
+        keys = [k for scope in req.scopes for k in self._keys(scope, req.now)]
+        args: list[Any] = [req.req_id, "release" if tokens is None else "settle", tokens or 0,
+                           cost_nusd, len(req.scopes)]
+        for scope in req.scopes:
+            lim = scope.limits
+            budget = -1 if lim.budget_usd is None else round(lim.budget_usd * 1e9)
+            args += [budget, -1 if lim.budget_usd is None else round(lim.budget_usd * lim.soft_alert * 1e9)]
+        crossed = await self._finish(keys=keys, args=args)
+        return [req.scopes[int(i) - 1].id for i in crossed]
+
+    async def budget_state(self, scope: Scope, now: float) -> tuple[int, int] | None:
+        spent, reserved = await self._redis.hmget(self._keys(scope, now)[5], "spent", "reserved")
+        if spent is None:
+            return None
+        return int(spent), int(reserved or 0)
+
+
+def _lim(value: int | None) -> int:
+    return -1 if value is None else value
+
+
+def _opt(value: int) -> int | None:
+    return None if value < 0 else value
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

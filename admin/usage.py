@@ -1,0 +1,169 @@
+"""Usage events: a bounded queue drained in batches, off the request path.
+
+Contracts:
+- ``record`` never blocks and never drops: when the queue is full the event is appended to the
+  spill file instead.
+- A background task writes batches of up to ``batch`` events at least every ``interval``
+  seconds. A failed write is retried with exponential backoff (``retries`` times), then the
+  batch is spilled to ``<spill_dir>/usage-<pid>-<n>.jsonl``.
+- ``start`` first replays spill files left by earlier runs (any process: a file is claimed by
+  an atomic rename, so replicas sharing the directory replay it once). Inserts are idempotent
+  per event id, so a replay after a partial write counts nothing twice.
+- ``stop`` (graceful shutdown) writes everything queued; what the store refuses is spilled.
+  Events recorded after ``stop`` go straight to the spill file.
+- Loss bound on ``kill -9``: only events still in memory, i.e. recorded during the last
+  ``interval`` seconds plus the batch being written (never more than ``capacity``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import orjson
+
+from admin.models import UsageEvent
+
+log = logging.getLogger("turnout.admin.usage")
+Sink = Callable[[Sequence[UsageEvent]], Awaitable[None]]
+
+
+class UsageRecorder:
+    def __init__(
+        self, sink: Sink, spill_dir: str | Path, *, batch: int = 500, interval: float = 1.0,
+        capacity: int = 50_000, retries: int = 3, backoff: float = 0.2,
+    ) -> None:
+        self._sink = sink
+        self._dir = Path(spill_dir)
+        self._batch = batch
+        self._interval = interval
+        self._retries = retries
+        self._backoff = backoff
+        self._queue: asyncio.Queue[UsageEvent] = asyncio.Queue(capacity)
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Future[None] | None = None
+        self._full = asyncio.Event()
+        self._stopped = False
+        self._seq = itertools.count()
+        self._spill_path = self._dir / f"usage-{os.getpid()}-{id(self):x}.jsonl"
+        self.written = 0
+        self.spilled = 0
+
+    def record(self, event: UsageEvent) -> None:
+        if self._stopped:
+            self._spill([event])
+            return
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self._spill([event])
+        if self._queue.qsize() >= self._batch:
+            self._full.set()
+
+    async def start(self) -> None:
+        try:
+            await self.replay()
+        except Exception as exc:  # store down at boot: the files stay for the next start
+            log.warning("usage spill replay failed: %s", exc)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-flush")
+
+    async def stop(self) -> None:
+        self._stopped = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._inflight is not None:
+            await self._inflight
+        while not self._queue.empty():
+            await self._write(self._take(self._batch))
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def _take(self, limit: int) -> list[UsageEvent]:
+        items: list[UsageEvent] = []
+        while len(items) < limit and not self._queue.empty():
+            items.append(self._queue.get_nowait())
+        return items
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            if self._queue.qsize() + 1 < self._batch:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self._interval)
+            self._full.clear()
+            batch = [first, *self._take(self._batch - 1)]
+            self._inflight = asyncio.ensure_future(self._write(batch))
+            await asyncio.shield(self._inflight)
+            self._inflight = None
+
+    async def _write(self, batch: list[UsageEvent]) -> None:
+        if not batch:
+            return
+        delay = self._backoff
+        for attempt in range(self._retries + 1):
+            try:
+                await self._sink(batch)
+                self.written += len(batch)
+                return
+            except Exception as exc:  # the store is down: retry, then spill
+                log.warning("usage write failed (attempt %d): %s", attempt + 1, exc)
+                if attempt < self._retries:
+                    await asyncio.sleep(delay)
+                    delay *= 2
+        self._spill(batch)
+
+    def _spill(self, events: Sequence[UsageEvent]) -> None:
+        """Append events to this process's spill file (rare path: a small synchronous write)."""
+        self._dir.mkdir(parents=True, exist_ok=True)
+        with self._spill_path.open("ab") as f:
+            f.write(b"".join(orjson.dumps(e.to_json()) + b"\n" for e in events))
+            f.flush()
+            os.fsync(f.fileno())
+        self.spilled += len(events)
+
+    async def replay(self) -> int:
+        """Write every spill file of earlier runs to the sink; returns the events replayed."""
+        if not self._dir.is_dir():
+            return 0
+        total = 0
+        for path in sorted(self._dir.glob("usage-*.jsonl")):
+            if path == self._spill_path:
+                continue
+            claimed = self._dir / f"replaying-{os.getpid()}-{next(self._seq)}.jsonl"
+            try:
+                path.rename(claimed)
+            except FileNotFoundError:
+                continue  # another replica claimed it
+            total += await self._replay_file(claimed)
+        return total
+
+    async def _replay_file(self, path: Path) -> int:
+        events = await asyncio.to_thread(_read_spill, path)
+        try:
+            for i in range(0, len(events), self._batch):
+                await self._sink(events[i:i + self._batch])
+        except Exception:
+            back = self._dir / f"usage-{os.getpid()}-r{next(self._seq)}.jsonl"
+            await asyncio.to_thread(path.rename, back)
+            raise
+        await asyncio.to_thread(path.unlink)
+        log.info("replayed %d usage events from %s", len(events), path.name)
+        return len(events)
+
+
+def _read_spill(path: Path) -> list[UsageEvent]:
+    events = []
+    for line in path.read_bytes().splitlines():
+        try:
+            events.append(UsageEvent.from_json(orjson.loads(line)))
+        except (orjson.JSONDecodeError, TypeError):
+            log.warning("skipping a torn line in %s", path)
+    return events
