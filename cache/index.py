@@ -1,0 +1,109 @@
+"""Vector index of cached questions: one faiss inner-product index per scope, bounded in
+total entries with LRU eviction (a hit refreshes an entry). Vectors are unit length, so the
+inner product is the cosine. Not thread-safe: used from the event loop only (searching a
+scope of a few thousand vectors takes microseconds)."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import faiss
+import numpy as np
+
+from cache.embedders import Vectors
+from cache.verifier import Parsed, parse
+
+
+@dataclass(slots=True)
+class Entry:
+    key: str  # store key of the answer: "{scope}|s|{uid}"
+    scope: str
+    text: str
+    parsed: Parsed
+    vector: Vectors
+    expires_at: float  # wall clock (shared between replicas)
+    fid: int = -1
+
+
+class SemanticIndex:
+    def __init__(self, dim: int, max_entries: int, on_evict: Callable[[Entry, str], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        if max_entries <= 0:
+            raise ValueError("max_entries must be positive")
+        self.dim = dim
+        self.max_entries = max_entries
+        self._by_key: OrderedDict[str, Entry] = OrderedDict()  # LRU order
+        self._by_fid: dict[int, Entry] = {}
+        self._scopes: dict[str, Any] = {}  # scope -> faiss.IndexIDMap2
+        self._next_fid = 0
+        self._on_evict = on_evict
+        self._clock = clock
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def scopes(self) -> int:
+        return len(self._scopes)
+
+    def get(self, key: str) -> Entry | None:
+        return self._by_key.get(key)
+
+    def add(self, key: str, scope: str, text: str, vector: Vectors, expires_at: float) -> Entry:
+        self.remove(key)
+        entry = Entry(key, scope, text, parse(text), vector, expires_at, self._next_fid)
+        self._next_fid += 1
+        index = self._scopes.get(scope)
+        if index is None:
+            index = self._scopes[scope] = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+        index.add_with_ids(vector.reshape(1, -1), np.array([entry.fid], dtype=np.int64))
+        self._by_key[key] = entry
+        self._by_fid[entry.fid] = entry
+        while len(self._by_key) > self.max_entries:
+            oldest = next(iter(self._by_key.values()))
+            self.remove(oldest.key)
+            if self._on_evict is not None:
+                self._on_evict(oldest, "index_bound")
+        return entry
+
+    def search(self, scope: str, vector: Vectors, k: int = 4) -> list[tuple[Entry, float]]:
+        """Nearest live entries of ``scope``, best first; expired ones are dropped on the way."""
+        index = self._scopes.get(scope)
+        if index is None:
+            return []
+        sims, fids = index.search(vector.reshape(1, -1), min(k, index.ntotal))
+        now = self._clock()
+        found = []
+        for sim, fid in zip(sims[0], fids[0], strict=True):
+            entry = self._by_fid.get(int(fid))
+            if entry is None:
+                continue
+            if entry.expires_at <= now:
+                self.remove(entry.key)
+                continue
+            found.append((entry, float(sim)))
+        return found
+
+    def touch(self, key: str) -> None:
+        if key in self._by_key:
+            self._by_key.move_to_end(key)
+
+    def remove(self, key: str) -> bool:
+        entry = self._by_key.pop(key, None)
+        if entry is None:
+            return False
+        del self._by_fid[entry.fid]
+        index = self._scopes[entry.scope]
+        index.remove_ids(np.array([entry.fid], dtype=np.int64))
+        if index.ntotal == 0:
+            del self._scopes[entry.scope]
+        return True
+
+    def remove_prefix(self, prefix: str) -> int:
+        keys = [k for k in self._by_key if k.startswith(prefix)]
+        for key in keys:
+            self.remove(key)
+        return len(keys)
