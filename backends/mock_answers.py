@@ -44,6 +44,7 @@ _PLAN_CACHE_SIZE = 1024
 
 @dataclass(slots=True)
 class Stats:
+    connections: int = 0
     requests: int = 0
     in_flight: int = 0
     disconnects: int = 0
@@ -89,21 +90,18 @@ def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-async def _hang(conn: Conn) -> None:
-    await asyncio.get_running_loop().create_future()
-
-
 async def _abort(conn: Conn) -> None:
     conn.abort()
 
 
-def _sync_failure(state: ServerState, mode: str | None, p: Plan) -> Answer | None:
+def _sync_failure(state: ServerState, mode: str | None, prompt_tokens: int) -> Answer | None:
+    """The answer for failure modes that strike before any byte of the response, else None."""
     if mode in HTTP_FAIL_MODES:
-        return mock_error(http_failure(mode, p.prompt_tokens, state.spec.context_window))
+        return mock_error(http_failure(mode, prompt_tokens, state.spec.context_window))
     if mode == "reset":
         return _abort
     if mode == "timeout":
-        return _hang
+        return _Hang(state).run
     return None
 
 
@@ -133,7 +131,7 @@ def generate(state: ServerState, kind: Kind, raw: bytes) -> Answer:
         return planned
     p, stream = planned
     mode = draw_failure(state.spec, state.rng)
-    failed = _sync_failure(state, mode, p)
+    failed = _sync_failure(state, mode, p.prompt_tokens)
     if failed is not None:
         return failed
     state.stats.prompt_tokens += p.prompt_tokens
@@ -159,9 +157,7 @@ def embed(state: ServerState, raw: bytes) -> Answer:
         return mock_error(err)
     mode = draw_failure(state.spec, state.rng)
     tokens = out["usage"]["prompt_tokens"]
-    if mode in HTTP_FAIL_MODES:
-        return mock_error(http_failure(mode, tokens, state.spec.context_window))
-    failed = {"reset": _abort, "timeout": _hang}.get(mode or "")
+    failed = _sync_failure(state, mode, tokens)
     if failed is not None:
         return failed
     state.stats.prompt_tokens += tokens
@@ -188,6 +184,13 @@ class _Tracked:
 
     async def answer(self, conn: Conn) -> None:
         raise NotImplementedError
+
+
+class _Hang(_Tracked):
+    """Never answers; ends when the client goes away."""
+
+    async def answer(self, conn: Conn) -> None:
+        await asyncio.get_running_loop().create_future()
 
 
 class _Delayed(_Tracked):

@@ -144,10 +144,13 @@ async def start_mock_server(
         state.rng.seed(seed)
     app = MockApp(state)
     connections: set[HttpProtocol] = set()
+
+    def accept() -> HttpProtocol:
+        state.stats.connections += 1
+        return HttpProtocol(app, connections)
+
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: HttpProtocol(app, connections), host, port, reuse_port=reuse_port or None, backlog=1024,
-    )
+    server = await loop.create_server(accept, host, port, reuse_port=reuse_port or None, backlog=1024)
     return MockServerHandle(server, state, connections)
 
 
