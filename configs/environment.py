@@ -35,3 +35,17 @@ def prepare_offline_environment() -> None:
 def env_value(name: str, default: str | None = None) -> str | None:
     """Read one environment variable (tests and CLIs use this instead of os.environ)."""
     return os.environ.get(name, default)
+
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prometheus_multiproc_dir() -> str | None:
+    """The directory prometheus-client shares between worker processes, when set."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def set_prometheus_multiproc_dir(path: str) -> None:
+    """Set before worker processes start (they inherit it) and before prometheus_client is
+    imported in this process: the client reads it at import."""
+    os.environ[MULTIPROC_ENV] = path

@@ -19,6 +19,7 @@ import yaml
 from configs.admin import parse_admin
 from configs.cache import parse_cache
 from configs.errors import ConfigError
+from configs.observability import parse_observability
 from configs.reader import Reader
 from configs.schema import (
     BACKEND_KINDS,
@@ -98,10 +99,12 @@ def _parse_root(root: Reader) -> GatewayConfig:
         logging.finish()
     cache = parse_cache(root.section("cache"))
     admin = parse_admin(root.section("admin"))
+    observability = parse_observability(root.section("observability"))
     root.finish()
     _check_references(root.source, backends, models)
     return GatewayConfig(
         root.source, server, backends, models, redis_url, log_level, cache=cache, admin=admin,
+        observability=observability,
     )
 
 

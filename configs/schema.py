@@ -13,6 +13,7 @@ from typing import Literal
 
 from configs.admin import AdminConfig
 from configs.cache import CacheConfig
+from configs.observability import ObservabilityConfig
 
 BackendKind = Literal["openai", "vllm", "tgi", "ollama", "litellm", "mock"]
 BACKEND_KINDS: tuple[BackendKind, ...] = ("openai", "vllm", "tgi", "ollama", "litellm", "mock")
@@ -119,3 +120,4 @@ class GatewayConfig:
     log_level: str = "info"
     cache: CacheConfig | None = None
     admin: AdminConfig | None = None
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
