@@ -80,6 +80,7 @@ class Decision:
     retry_after: float = 0.0
     # per scope: (requests remaining, tokens remaining); None where unlimited
     remaining: list[tuple[int | None, int | None]] = field(default_factory=list)
+    at: float = 0.0  # the clock reading the decision was made at
 
 
 class QuotaStore(Protocol):
@@ -100,20 +101,21 @@ class QuotaStore(Protocol):
 class _Window:
     """Weighted sliding log: entries older than WINDOW_S stop counting."""
 
-    __slots__ = ("entries", "total", "weights")
+    __slots__ = ("entries", "span", "total", "weights")
 
-    def __init__(self) -> None:
+    def __init__(self, span: float = WINDOW_S) -> None:
+        self.span = span
         self.entries: deque[tuple[float, str]] = deque()
         self.weights: dict[str, int] = {}
         self.total = 0
 
     def purge(self, now: float) -> None:
-        while self.entries and self.entries[0][0] <= now - WINDOW_S:
+        while self.entries and self.entries[0][0] <= now - self.span:
             _, rid = self.entries.popleft()
             self.total -= self.weights.pop(rid, 0)
 
     def retry_after(self, now: float) -> float:
-        return max(self.entries[0][0] + WINDOW_S - now, 0.001) if self.entries else 1.0
+        return max(self.entries[0][0] + self.span - now, 0.001) if self.entries else 1.0
 
     def add(self, now: float, rid: str, weight: int) -> None:
         self.entries.append((now, rid))
@@ -142,8 +144,8 @@ class _Ledger:
 
 @dataclass(slots=True)
 class _ScopeState:
-    rpm: _Window = field(default_factory=_Window)
-    tpm: _Window = field(default_factory=_Window)
+    rpm: _Window
+    tpm: _Window
     running: dict[str, float] = field(default_factory=dict)  # rid -> lease end
     ledgers: dict[str, _Ledger] = field(default_factory=dict)  # period id -> ledger
 
@@ -152,7 +154,8 @@ class MemoryQuota:
     """Single-process QuotaStore. ``admit`` and ``finish`` do their check-and-commit without
     an ``await`` in between, which makes them atomic on the event loop."""
 
-    def __init__(self, load_spent: SpentLoader, lease: float = 600.0) -> None:
+    def __init__(self, load_spent: SpentLoader, lease: float = 600.0, *, window: float = WINDOW_S) -> None:
+        self._window = window
         self._load = load_spent
         self._lease = lease
         self._scopes: dict[str, _ScopeState] = {}
@@ -160,7 +163,7 @@ class MemoryQuota:
     def _state(self, scope_id: str) -> _ScopeState:
         state = self._scopes.get(scope_id)
         if state is None:
-            state = self._scopes[scope_id] = _ScopeState()
+            state = self._scopes[scope_id] = _ScopeState(_Window(self._window), _Window(self._window))
         return state
 
     async def _ensure_ledger(self, scope: Scope, now: float) -> None:
@@ -180,10 +183,11 @@ class MemoryQuota:
             refusal = self._check(scope, req)
             if refusal is not None:
                 refusal.remaining = self._remaining(req)
+                refusal.at = req.now
                 return refusal
         for scope in req.scopes:
             self._commit(scope, req)
-        return Decision(True, remaining=self._remaining(req))
+        return Decision(True, remaining=self._remaining(req), at=req.now)
 
     def _check(self, scope: Scope, req: AdmitRequest) -> Decision | None:
         lim, st, now = scope.limits, self._state(scope.id), req.now

@@ -44,12 +44,18 @@ end
 
 # KEYS per scope (8): rpm zset, tpm zset, tpm weights, tpm sum, running zset, ledger hash,
 # reservation zset (lease end), reservation costs.
-# ARGV: now, rid, tokens, lease_end, n, then per scope (7): rpm, tpm, conc, budget, cost,
-# seed_spent, ledger_ttl. -1 means unlimited / unknown.
+# ARGV: now (-1: the Redis server's clock), rid, tokens, lease seconds, n, then per scope (7):
+# rpm, tpm, conc, budget, cost, seed_spent, ledger_ttl; then the window. -1 means unlimited /
+# unknown. Returns {ok, reason, scope index, retry ms, now, then per scope: rpm left, tpm left}.
 _ADMIT = _PURGE + """
 local now, rid, tokens = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local lease_end, n = tonumber(ARGV[4]), tonumber(ARGV[5])
+local lease, n = tonumber(ARGV[4]), tonumber(ARGV[5])
 local window = tonumber(ARGV[6 + 7 * n])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local lease_end = now + lease
 local rem = {}
 local function remaining(i)
   local k, a = (i - 1) * 8, 5 + (i - 1) * 7
@@ -126,11 +132,11 @@ local function commit(i)
     redis.call('EXPIRE', KEYS[k + 8], ttl)
   end
 end
-local out = {1, '', 0, 0}
+local out = {1, '', 0, 0, tostring(now)}
 for i = 1, n do
   local refusal = check(i)
   if refusal then
-    out = {0, refusal[1], i, math.floor(refusal[2] * 1000)}
+    out = {0, refusal[1], i, math.floor(refusal[2] * 1000), tostring(now)}
     break
   end
 end
@@ -176,8 +182,17 @@ return crossed
 
 
 class RedisQuota:
-    def __init__(self, redis: Any, prefix: str, load_spent: SpentLoader, lease: float = 600.0) -> None:
+    """Windows are timed by the Redis server's clock (one clock for every replica, so entries
+    are ordered as the script runs them); ``server_time=False`` uses ``AdmitRequest.now``
+    instead, for deterministic tests."""
+
+    def __init__(
+        self, redis: Any, prefix: str, load_spent: SpentLoader, lease: float = 600.0, *,
+        window: float = WINDOW_S, server_time: bool = True,
+    ) -> None:
         self._redis = redis
+        self._window = window
+        self._server_time = server_time
         self._prefix = prefix
         self._load = load_spent
         self._lease = lease
@@ -191,14 +206,15 @@ class RedisQuota:
                 ledger, f"{ledger}:res", f"{ledger}:resc"]
 
     def _args(self, req: AdmitRequest, seeds: dict[str, int]) -> list[Any]:
-        args: list[Any] = [req.now, req.req_id, req.tokens, req.now + self._lease, len(req.scopes)]
+        now = -1 if self._server_time else req.now
+        args: list[Any] = [now, req.req_id, req.tokens, self._lease, len(req.scopes)]
         for scope in req.scopes:
             lim = scope.limits
             period = period_of(lim.budget_period, req.now)
             budget = -1 if lim.budget_usd is None else round(lim.budget_usd * 1e9)
             args += [_lim(lim.rpm), _lim(lim.tpm), _lim(lim.concurrency), budget, req.cost_nusd,
                      seeds.get(scope.id, -1), int(period.end - req.now) + 2 * 86400]
-        return [*args, WINDOW_S]
+        return [*args, self._window]
 
     async def admit(self, req: AdmitRequest) -> Decision:
         keys = [k for scope in req.scopes for k in self._keys(scope, req.now)]
@@ -210,11 +226,16 @@ class RedisQuota:
                 break
             scope = req.scopes[index - 1]
             seeds[scope.id] = await self._load(scope, period_of(scope.limits.budget_period, req.now).start)
-        rest = [int(x) for x in raw[4:]]
+        at = float(_text(raw[4]))
+        rest = [int(x) for x in raw[5:]]
         remaining = [(_opt(rest[i]), _opt(rest[i + 1])) for i in range(0, len(rest), 2)]
         if ok:
-            return Decision(True, remaining=remaining)
-        return Decision(False, reason, req.scopes[index - 1].id, max(wait_ms, 1) / 1000, remaining)
+            return Decision(True, remaining=remaining, at=at)
+        scope = req.scopes[index - 1]
+        wait = max(wait_ms, 1) / 1000
+        if reason == "budget":
+            wait = period_of(scope.limits.budget_period, req.now).end - req.now
+        return Decision(False, reason, scope.id, wait, remaining, at)
 
     async def finish(
         self, req: AdmitRequest, tokens: int | None, cost_nusd: int, now: float,
