@@ -27,8 +27,8 @@ from gateway.errors import (
 from gateway.interfaces import ANONYMOUS, Principal
 from gateway.keys import AUTHENTICATOR
 
-REQUEST_ID = "turnout.request_id"
-PRINCIPAL = "turnout.principal"
+REQUEST_ID = web.RequestKey("request_id", str)
+PRINCIPAL = web.RequestKey("principal", Principal)
 PUBLIC_ROUTES = frozenset({"/health", "/ready"})
 ADMIN_PREFIX = "/admin/"
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -40,8 +40,7 @@ def new_request_id() -> str:
 
 
 def principal_of(request: web.Request) -> Principal:
-    principal: Principal = request.get(PRINCIPAL, ANONYMOUS)
-    return principal
+    return request.get(PRINCIPAL, ANONYMOUS)
 
 
 def _from_aiohttp(exc: web.HTTPException) -> HttpError:
