@@ -21,6 +21,7 @@ from configs.cache import parse_cache
 from configs.errors import ConfigError
 from configs.observability import parse_observability
 from configs.reader import Reader
+from configs.resilience import parse_resilience
 from configs.schema import (
     BACKEND_KINDS,
     MODEL_TYPES,
@@ -197,16 +198,18 @@ def _parse_price(r: Reader | None) -> Price | None:
 
 
 def _parse_model(name: str, r: Reader) -> ModelConfig:
+    resilience = parse_resilience(r)
     model = ModelConfig(
         name=name,
         deployments=_parse_deployments(r),
         type=r.choice("type", MODEL_TYPES, "chat"),
         balance=r.choice("balance", BALANCE_STRATEGIES, "round_robin"),
         retries=r.int("retries", 1, min_value=0),
-        fallbacks=r.str_list("fallbacks", ()),
+        fallbacks=tuple(rule.model for rule in resilience.fallbacks),
         price=_parse_price(r.section("price")),
         context_window=r.int("context_window", None, min_value=1),
         owned_by=r.str("owned_by", "turnout"),
+        resilience=resilience,
     )
     r.finish()
     return model

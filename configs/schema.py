@@ -14,6 +14,7 @@ from typing import Literal
 from configs.admin import AdminConfig
 from configs.cache import CacheConfig
 from configs.observability import ObservabilityConfig
+from configs.resilience import ResilienceConfig
 
 BackendKind = Literal["openai", "vllm", "tgi", "ollama", "litellm", "mock"]
 BACKEND_KINDS: tuple[BackendKind, ...] = ("openai", "vllm", "tgi", "ollama", "litellm", "mock")
@@ -104,6 +105,7 @@ class ModelConfig:
     price: Price | None = None
     context_window: int | None = None
     owned_by: str = "turnout"
+    resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
 
     def __post_init__(self) -> None:
         if not self.deployments:
