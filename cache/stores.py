@@ -113,7 +113,7 @@ def decompress(value: bytes) -> bytes:
 
 def redis_client(url: str, max_connections: int = 64) -> Redis:
     pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=5)
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # the client owns (and closes) the pool
 
 
 class RedisStore:

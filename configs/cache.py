@@ -7,7 +7,7 @@ cache:
   max_bytes: 256MiB              # memory store bound (LRU)
   exact: {ttl: 1h}
   semantic:                      # present = enabled
-    threshold: 0.5               # verifier probability needed to serve a semantic hit
+    threshold: 0.7               # verifier probability needed to serve a semantic hit
     min_similarity: 0.75         # cosine needed to be a candidate at all
     ttl: 1h
     max_entries: 100000          # index bound across all scopes (LRU eviction)
@@ -30,7 +30,7 @@ from configs.reader import Reader
 
 @dataclass(frozen=True, slots=True)
 class SemanticConfig:
-    threshold: float = 0.5
+    threshold: float = 0.7
     min_similarity: float = 0.75
     ttl: float = 3600.0
     max_entries: int = 100_000
@@ -57,7 +57,7 @@ class CacheConfig:
     store: str = "memory"
     exact_ttl: float = 3600.0
     semantic_enabled: bool = False
-    semantic_threshold: float = 0.5
+    semantic_threshold: float = 0.7
     semantic_ttl: float = 3600.0
     namespace: str = "turnout:cache:"
     max_bytes: int = 256 * 1024 * 1024
@@ -73,7 +73,7 @@ _DEFAULT_ROUTE = RouteCacheConfig()
 
 def _parse_semantic(s: Reader) -> SemanticConfig:
     cfg = SemanticConfig(
-        threshold=s.float("threshold", 0.5, min_value=0, max_value=1),
+        threshold=s.float("threshold", 0.7, min_value=0, max_value=1),
         min_similarity=s.float("min_similarity", 0.75, min_value=-1, max_value=1),
         ttl=s.duration("ttl", 3600.0),
         max_entries=s.int("max_entries", 100_000, min_value=1),

@@ -1,0 +1,154 @@
+"""Semantic-cache evaluation on labelled question pairs.
+
+    python -m benchmarks.cache_eval --pairs PATH [--mode pairs|gptcache] [--threshold T]
+        [--skip N] [--limit N] [--plot out.png] [--embedder static|minilm] [--no-verifier]
+
+Input: JSONL rows ``{"text_a", "text_b", "label"}``.
+- ``pairs`` (default): each pair in its own scope; store an answer under ``text_a``, look up
+  ``text_b``. precision = served hits with label 1 / hits; recall = served label-1 pairs /
+  label-1 pairs; false_hit_rate = served label-0 / lookups.
+- ``gptcache``: store every ``text_a`` in one scope first, then look up each ``text_b``; a hit
+  on its own pair is correct, on another entry wrong, else a miss.
+The real cache code path is used (BatchingEmbedder -> faiss index -> verifier). Thresholds
+apply to the verifier score (the cosine when ``--no-verifier``). Progress goes to stderr; the
+last stdout line is one JSON object for the chosen operating point (``--threshold`` or the
+configured default), with the sweep under ``"sweep"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cache.batcher import BatchingEmbedder
+from cache.build import load_embedder
+from cache.index import SemanticIndex
+from cache.semantic import SemanticCache
+from cache.stores import MemoryStore
+from cache.verifier import Verifier
+from configs.cache import SemanticConfig
+
+SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    label: int
+    score: float  # -1 when no candidate
+    own: bool  # candidate is the row's own text_a
+    latency_ms: float
+
+
+def _load(path: Path, skip: int, limit: int | None) -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return rows[skip: None if limit is None else skip + limit]
+
+
+async def _run(rows: list[dict[str, Any]], mode: str, args: argparse.Namespace) -> list[Probe]:
+    batcher = BatchingEmbedder(load_embedder(args.embedder))
+    index = SemanticIndex(batcher.dim, max(1, len(rows)) * 2)
+    sem = SemanticCache(MemoryStore(1 << 30), batcher, index,
+                        None if args.no_verifier else Verifier.load(), args.min_similarity)
+    keys = []
+    for i, row in enumerate(rows):
+        scope = "eval" if mode == "gptcache" else f"p{i}"
+        keys.append(await sem.put(scope, row["text_a"], b"{}", 3600.0))
+        if i % 5000 == 0:
+            sys.stderr.write(f"stored {i}/{len(rows)}\n")
+    probes = []
+    for i, row in enumerate(rows):
+        scope = "eval" if mode == "gptcache" else f"p{i}"
+        start = time.perf_counter()
+        cand = await sem.probe(scope, row["text_b"])
+        ms = (time.perf_counter() - start) * 1000
+        probes.append(Probe(int(row["label"]), -1.0 if cand is None else cand.score,
+                            cand is not None and cand.entry.key == keys[i], ms))
+        if i % 5000 == 0:
+            sys.stderr.write(f"looked up {i}/{len(rows)}\n")
+    await batcher.aclose()
+    return probes
+
+
+def metrics_at(probes: list[Probe], threshold: float, mode: str) -> dict[str, Any]:
+    n = len(probes)
+    hits = [p for p in probes if p.score >= threshold]
+    positives = sum(p.label for p in probes)
+    if mode == "gptcache":
+        correct = sum(p.own for p in hits)
+    else:
+        correct = sum(p.label for p in hits)
+    wrong = len(hits) - correct
+    precision = correct / len(hits) if hits else 1.0
+    recall = correct / (positives if mode == "pairs" else n) if n else 0.0
+    out: dict[str, Any] = {
+        "threshold": threshold, "precision": round(precision, 4), "recall": round(recall, 4),
+        "hit_rate": round(len(hits) / n, 4) if n else 0.0,
+        "false_hit_rate": round(wrong / n, 4) if n else 0.0,
+        "f1": round(2 * precision * recall / (precision + recall), 4) if precision + recall else 0.0,
+    }
+    if mode == "gptcache":
+        out.update(correct_hits=correct, wrong_hits=wrong, misses=n - len(hits))
+    return out
+
+
+def _plot(sweep: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.plot([s["recall"] for s in sweep], [s["precision"] for s in sweep], marker="o")
+    for s in sweep:
+        ax.annotate(f'{s["threshold"]:g}', (s["recall"], s["precision"]), fontsize=7)
+    ax.axhline(0.9, linestyle="--", color="grey", linewidth=0.8)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title(title)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    defaults = SemanticConfig()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", required=True, type=Path)
+    ap.add_argument("--mode", choices=("pairs", "gptcache"), default="pairs")
+    ap.add_argument("--threshold", type=float, default=None)
+    ap.add_argument("--min-similarity", type=float, default=defaults.min_similarity)
+    ap.add_argument("--embedder", choices=("static", "minilm"), default=defaults.embedder)
+    ap.add_argument("--no-verifier", action="store_true")
+    ap.add_argument("--skip", type=int, default=0, help="skip the first N rows (e.g. the training part)")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--plot", type=Path, default=Path("cache_eval.png"))
+    args = ap.parse_args(argv)
+    rows = _load(args.pairs, args.skip, args.limit)
+    probes = asyncio.run(_run(rows, args.mode, args))
+    sweep = [metrics_at(probes, t, args.mode) for t in SWEEP]
+    _plot(sweep, args.plot, f"{args.pairs.name} ({args.mode}, {len(rows)} rows)")
+    for s in sweep:
+        sys.stderr.write(json.dumps(s) + "\n")
+    threshold = args.threshold if args.threshold is not None else (
+        args.min_similarity if args.no_verifier else defaults.threshold)
+    result = metrics_at(probes, threshold, args.mode)
+    lat = np.array([p.latency_ms for p in probes])
+    result.update(lookup_p50_ms=round(float(np.percentile(lat, 50)), 3),
+                  lookup_p99_ms=round(float(np.percentile(lat, 99)), 3), rows=len(rows),
+                  mode=args.mode, plot=str(args.plot), sweep=sweep)
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

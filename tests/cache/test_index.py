@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import numpy as np
+
+from cache.embedders import Embedder
+from cache.index import Entry, SemanticIndex
+
+
+def test_index_is_bounded_and_evicts_least_recently_used(embedder: Embedder) -> None:
+    evicted: list[tuple[str, str]] = []
+    index = SemanticIndex(embedder.dim, max_entries=5, on_evict=lambda e, why: evicted.append((e.key, why)))
+    texts = [f"question number {w}" for w in ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta")]
+    vectors = embedder.encode(texts)
+    for i, (text, vec) in enumerate(zip(texts, vectors, strict=True)):
+        index.add(f"s{i % 2}|s|{i}", f"s{i % 2}", text, vec, expires_at=1e12)
+        if i == 2:
+            index.touch("s0|s|0")  # keep the first one hot
+        assert len(index) <= 5
+    assert len(index) == 5
+    assert ("s1|s|1", "index_bound") in evicted and index.get("s0|s|0") is not None
+    hits = index.search("s0", vectors[0], k=3)
+    assert hits[0][0].key == "s0|s|0" and abs(hits[0][1] - 1.0) < 1e-4
+    assert all(e.scope == "s0" for e, _ in hits)  # never another scope
+
+
+def test_expired_entries_are_dropped_and_prefix_removal(embedder: Embedder) -> None:
+    now = [100.0]
+    index = SemanticIndex(embedder.dim, max_entries=10, clock=lambda: now[0])
+    vec = embedder.encode(["hello world"])[0]
+    index.add("t|m|x|s|1", "t|m|x", "hello world", vec, expires_at=150.0)
+    index.add("u|m|x|s|1", "u|m|x", "hello world", vec, expires_at=1e12)
+    assert index.search("t|m|x", vec)
+    now[0] = 200.0
+    assert index.search("t|m|x", vec) == [] and len(index) == 1 and index.scopes() == 1
+    assert index.remove_prefix("u|") == 1 and len(index) == 0
+
+
+def test_entry_keeps_vector(embedder: Embedder) -> None:
+    index = SemanticIndex(embedder.dim, max_entries=2)
+    vec = embedder.encode(["abc"])[0]
+    entry: Entry = index.add("k", "s", "abc", vec, 1e12)
+    assert np.allclose(entry.vector, vec)
