@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import random
+import sys
 import time
 from collections.abc import Callable
 

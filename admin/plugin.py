@@ -1,0 +1,49 @@
+"""How admin plugs into the gateway: ``setup(app, cfg)``, called by gateway.app when the
+config has an ``admin:`` section (the gateway imports this module by name, never statically).
+
+It installs, on the gateway app:
+- AUTHENTICATOR: API keys (a placeholder that refuses until startup has opened the store);
+- ADMISSION: rate limits + budget reservation + usage metering (set at startup);
+- a cleanup context owning the database, Redis, the usage flush task and the pub/sub listener;
+- the admin API as a sub-app at ``/admin/v1`` with its own admin-key middleware.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from admin.api import ADMIN_STATE, create_admin_app
+from admin.state import open_state
+from configs import GatewayConfig
+from gateway.errors import AuthenticationError
+from gateway.interfaces import Principal
+from gateway.keys import ADMISSION, AUTHENTICATOR
+
+ADMIN_MOUNT = "/admin/v1"
+
+
+class _Starting:
+    async def authenticate(self, request: web.Request) -> Principal:
+        raise AuthenticationError("the gateway is starting")
+
+
+def setup(app: web.Application, cfg: GatewayConfig) -> None:
+    app[AUTHENTICATOR] = _Starting()
+    app.cleanup_ctx.append(_admin_ctx(cfg))
+    app.add_subapp(ADMIN_MOUNT, create_admin_app())
+
+
+def _admin_ctx(cfg: GatewayConfig) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def admin_ctx(app: web.Application) -> AsyncIterator[None]:
+        state = await open_state(cfg)
+        app[ADMIN_STATE] = state
+        app[AUTHENTICATOR] = state.authenticator
+        app[ADMISSION] = state.admission
+        try:
+            yield
+        finally:
+            await state.close()
+
+    return admin_ctx
