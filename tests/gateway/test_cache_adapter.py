@@ -1,0 +1,86 @@
+"""The cache adapter inside real gateway servers on loopback (mock upstream, real Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from backends.mock_server import MockServerHandle
+from tests.conftest import GatewayFactory, openai_yaml
+
+REDIS_URL = os.environ.get("TURNOUT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def cache_yaml(upstream: str, namespace: str, semantic: bool = False) -> str:
+    sem = "\n  semantic: {threshold: 0.5}" if semantic else ""
+    return openai_yaml(upstream) + f"""
+redis: {{url: "{REDIS_URL}"}}
+cache:
+  store: redis
+  namespace: "{namespace}"
+  exact: {{ttl: 1m}}{sem}
+"""
+
+
+async def chat(http: aiohttp.ClientSession, base: str, text: str, **extra: Any) -> tuple[str | None, Any]:
+    headers = extra.pop("headers", {})
+    body = {"model": "chat", "temperature": 0, "messages": [{"role": "user", "content": text}], **extra}
+    async with http.post(f"{base}/v1/chat/completions", json=body, headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+        return resp.headers.get("x-turnout-cache"), await (resp.json() if not extra.get("stream") else resp.text())
+
+
+async def until_hit(http: aiohttp.ClientSession, base: str, text: str) -> tuple[str | None, Any]:
+    for _ in range(50):  # the write runs in the background
+        state, body = await chat(http, base, text)
+        if state is not None:
+            return state, body
+        await asyncio.sleep(0.02)
+    return None, None
+
+
+@pytest.mark.redis
+async def test_two_gateways_share_redis(gateway: GatewayFactory, mock_upstream: MockServerHandle,
+                                        http: aiohttp.ClientSession) -> None:
+    ns = f"turnout-test:{uuid.uuid4().hex[:12]}:"
+    one = await gateway(cache_yaml(mock_upstream.url, ns))
+    two = await gateway(cache_yaml(mock_upstream.url, ns))
+    state, first = await chat(http, one, "What is the speed of light?")
+    assert state is None
+    state, second = await until_hit(http, two, "What is the speed of light?")
+    assert state == "hit-exact" and second["choices"] == first["choices"]
+    state, _ = await chat(http, two, "What is the speed of light?", headers={"x-turnout-cache": "bypass"})
+    assert state is None
+    _, streamed = await chat(http, two, "What is the speed of light?", stream=True,
+                             stream_options={"include_usage": True})
+    assert '"usage"' in streamed and streamed.rstrip().endswith("data: [DONE]")
+
+
+@pytest.mark.redis
+async def test_semantic_hit_and_admin_routes(gateway: GatewayFactory, mock_upstream: MockServerHandle,
+                                             http: aiohttp.ClientSession) -> None:
+    ns = f"turnout-test:{uuid.uuid4().hex[:12]}:"
+    base = await gateway(cache_yaml(mock_upstream.url, ns, semantic=True))
+    await chat(http, base, "How do I reset my password?")
+    state, _ = await until_hit(http, base, "how do i reset my password")
+    assert state == "hit-semantic"
+    state, _ = await chat(http, base, "How do I not reset my password?")
+    assert state is None  # negation: second stage rejects
+    async with http.post(f"{base}/v1/cache/invalidate", json={"model": "chat"}) as resp:
+        assert resp.status == 200 and (await resp.json())["removed"] >= 1
+    state, _ = await chat(http, base, "how do i reset my password")
+    assert state is None
+    async with http.post(f"{base}/v1/cache/feedback", json={"key": 3}) as resp:
+        assert resp.status == 400
