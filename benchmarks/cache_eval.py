@@ -36,6 +36,7 @@ from cache.stores import MemoryStore
 from cache.verifier import Verifier
 from configs.cache import SemanticConfig
 
+CONCURRENT: dict[str, Any] = {}
 SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
@@ -73,8 +74,45 @@ async def _run(rows: list[dict[str, Any]], mode: str, args: argparse.Namespace) 
                             cand is not None and cand.entry.key == keys[i], ms))
         if i % 5000 == 0:
             sys.stderr.write(f"looked up {i}/{len(rows)}\n")
+    if args.concurrency > 1:
+        await _concurrent_latency(sem, rows, mode, args.concurrency)
     await batcher.aclose()
     return probes
+
+
+async def _lag_monitor(samples: list[float], stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        start = loop.time()
+        await asyncio.sleep(0.001)
+        samples.append((loop.time() - start - 0.001) * 1000)
+
+
+async def _concurrent_latency(sem: SemanticCache, rows: list[dict[str, Any]], mode: str, n: int) -> None:
+    """Lookups of unseen texts (no memo) in waves of ``n`` concurrent callers, with the event
+    loop's lag sampled meanwhile. Written to stderr and kept for the JSON result."""
+    lat: list[float] = []
+    lag: list[float] = []
+    stop = asyncio.Event()
+    monitor = asyncio.get_running_loop().create_task(_lag_monitor(lag, stop))
+
+    async def one(i: int) -> None:
+        scope = "eval" if mode == "gptcache" else f"p{i}"
+        start = time.perf_counter()
+        await sem.probe(scope, rows[i]["text_b"] + " ?")
+        lat.append((time.perf_counter() - start) * 1000)
+
+    for wave in range(0, min(len(rows), 64 * n), n):
+        await asyncio.gather(*(one(i) for i in range(wave, min(len(rows), wave + n))))
+    stop.set()
+    await monitor
+    CONCURRENT.update(
+        concurrency=n, concurrent_lookup_p50_ms=round(float(np.percentile(lat, 50)), 3),
+        concurrent_lookup_p99_ms=round(float(np.percentile(lat, 99)), 3),
+        loop_lag_p50_ms=round(float(np.percentile(lag, 50)), 3) if lag else 0.0,
+        loop_lag_max_ms=round(float(max(lag)), 3) if lag else 0.0,
+    )
+    sys.stderr.write(json.dumps(CONCURRENT) + "\n")
 
 
 def metrics_at(probes: list[Probe], threshold: float, mode: str) -> dict[str, Any]:
@@ -131,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-verifier", action="store_true")
     ap.add_argument("--skip", type=int, default=0, help="skip the first N rows (e.g. the training part)")
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--concurrency", type=int, default=32, help="callers for the latency run (1: skip)")
     ap.add_argument("--plot", type=Path, default=Path("cache_eval.png"))
     args = ap.parse_args(argv)
     rows = _load(args.pairs, args.skip, args.limit)
@@ -145,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     lat = np.array([p.latency_ms for p in probes])
     result.update(lookup_p50_ms=round(float(np.percentile(lat, 50)), 3),
                   lookup_p99_ms=round(float(np.percentile(lat, 99)), 3), rows=len(rows),
-                  mode=args.mode, plot=str(args.plot), sweep=sweep)
+                  mode=args.mode, plot=str(args.plot), **CONCURRENT, sweep=sweep)
     sys.stdout.write(json.dumps(result) + "\n")
     return 0
 

@@ -125,7 +125,7 @@ async def test_two_instances_share_redis_and_stay_in_step(make: Factory, redis: 
     assert await two.lookup("t", "m", ask("what is the tallest mountain on earth")) is not None
     await two.put("t", "m", ask("How do I boil an egg perfectly?"), ANSWER)  # published live
     for _ in range(50):
-        if len(one.semantic.index) == 2:  # type: ignore[union-attr]
+        if len(one.semantic.index) == 2:
             break
         await asyncio.sleep(0.02)
     hit = await one.lookup("t", "m", ask("how do i boil an egg perfectly"))
@@ -133,7 +133,7 @@ async def test_two_instances_share_redis_and_stay_in_step(make: Factory, redis: 
     assert await one.lookup("other", "m", ask("How do I boil an egg perfectly?")) is None
     assert await one.feedback("t", hit.key, correct=False)
     for _ in range(50):
-        if len(two.semantic.index) == 1:  # type: ignore[union-attr]
+        if len(two.semantic.index) == 1:
             break
         await asyncio.sleep(0.02)
     assert await two.lookup("t", "m", ask("how do i boil an egg perfectly")) is None
