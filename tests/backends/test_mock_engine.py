@@ -278,3 +278,37 @@ def test_http_failures() -> None:
 def test_count_tokens() -> None:
     assert count_tokens("") == 0
     assert count_tokens("a b c d e f g h i j") == 13
+
+
+def test_stop_as_string_and_mid_token() -> None:
+    full = render(plan_chat(chat(), SPEC))["choices"][0]["message"]["content"]
+    words = full.split()
+    cut_inside = words[1][:2]  # a stop sequence that starts inside the second word
+    out = render(plan_chat(chat(stop=words[1][1:]), SPEC))
+    assert out["choices"][0]["message"]["content"] == f"{words[0]} {cut_inside[:1]}"
+    assert out["usage"]["completion_tokens"] == 2  # the cut token still counts
+
+
+def test_completion_accepts_token_prompts() -> None:
+    assert plan_completion({"prompt": [1, 2, 3]}, SPEC).prompt_tokens == round(3 * 1.3)
+
+
+def test_embeddings_accept_token_arrays_and_reject_long_inputs() -> None:
+    spec = MockSpec(embedding_dim=4, context_window=5)
+    assert len(embeddings({"input": [1, 2, 3]}, spec)["data"]) == 1
+    assert len(embeddings({"input": [[1, 2], [3]]}, spec)["data"]) == 2
+    with pytest.raises(MockError) as info:
+        embeddings({"input": "a " * 10}, spec)
+    assert info.value.status == 400 and info.value.param == "input"
+
+
+def test_tool_arguments_from_loose_schemas() -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "required": ["a", "b", "c", 7],
+        "properties": {"a": {"type": ["null", "integer"]}, "b": "not a schema"},
+    }}}
+    call = render(plan_chat(chat(tools=[tool]), SPEC))["choices"][0]["message"]["tool_calls"][0]
+    assert orjson.loads(call["function"]["arguments"]) == {"a": 1, "b": "mock", "c": "mock"}
+    bare = {"type": "function", "function": {"name": "g"}}
+    call = render(plan_chat(chat(tools=[bare]), SPEC))["choices"][0]["message"]["tool_calls"][0]
+    assert call["function"] == {"name": "g", "arguments": "{}"}

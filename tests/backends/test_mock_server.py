@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from backends.mock import LoadGauges
+from backends.mock_answers import ServerState, generate
 from backends.mock_server import MockServerHandle, main, start_mock_server
 from configs.schema import MockSpec
 
@@ -313,3 +314,62 @@ async def test_main_serves_until_sigterm() -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_malformed_request_line_and_oversized_head(server: MockServerHandle) -> None:
+    got = await raw_exchange(server, b"HELLO\r\n\r\n", b"}")
+    assert got.startswith(b"HTTP/1.1 400")
+    got = await raw_exchange(server, b"GET /health HTTP/1.1\r\nX: " + b"a" * 70_000, b"}")
+    assert got.startswith(b"HTTP/1.1 431")
+
+
+async def test_completion_stream_and_delayed_embeddings(server: MockServerHandle, http: aiohttp.ClientSession) -> None:
+    body = {"prompt": "go", "stream": True, "stream_options": {"include_usage": True}}
+    async with http.post(f"{server.url}/v1/completions", json=body) as resp:
+        events = await sse_events(resp)
+    chunks = [orjson.loads(e) for e in events[:-1]]
+    assert all(c["object"] == "text_completion" for c in chunks) and chunks[-1]["usage"]["completion_tokens"] == 6
+    await configure(http, server, first_token_ms=50)
+    start = asyncio.get_running_loop().time()
+    async with http.post(f"{server.url}/v1/embeddings", json={"input": "a"}) as resp:
+        assert resp.status == 200 and len((await resp.json())["data"]) == 1
+    assert asyncio.get_running_loop().time() - start >= 0.045
+
+
+async def test_slow_reader_backpressure(server: MockServerHandle) -> None:
+    server.state.set_spec(MockSpec(output_tokens=40_000))
+    body = orjson.dumps({**CHAT, "stream": True})
+    reader, writer = await asyncio.open_connection(server.host, server.port, limit=1 << 20)
+    writer.write(post("/v1/chat/completions", body))
+    await asyncio.sleep(0.3)  # not reading: the server must pause instead of buffering it all
+    data = b""
+    while not data.endswith(b"0\r\n\r\n"):
+        chunk = await asyncio.wait_for(reader.read(1 << 20), 5)
+        assert chunk
+        data += chunk
+    assert data.count(b"data: ") == 40_003 and b"data: [DONE]" in data
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_a_failing_answer_drops_only_its_connection(
+    server: MockServerHandle, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*_: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr("backends.mock_answers.render_chunks", broken)
+    with pytest.raises(aiohttp.ClientError):
+        async with http.post(f"{server.url}/v1/chat/completions", json={**CHAT, "stream": True}) as resp:
+            await resp.read()
+    async with http.get(f"{server.url}/health") as resp:
+        assert resp.status == 200
+
+
+def test_plan_cache_is_bounded() -> None:
+    state = ServerState(MockSpec(output_tokens=2))
+    for i in range(3000):
+        generate(state, "chat", orjson.dumps({"messages": [{"role": "user", "content": f"q{i}"}]}))
+    assert 0 < len(state.plans) <= 1024
+    state.set_spec(MockSpec())
+    assert not state.plans
