@@ -40,7 +40,8 @@ def new_request_id() -> str:
 
 
 def principal_of(request: web.Request) -> Principal:
-    return request.get(PRINCIPAL, ANONYMOUS)
+    principal: Principal = request.get(PRINCIPAL, ANONYMOUS)
+    return principal
 
 
 def _from_aiohttp(exc: web.HTTPException) -> HttpError:

@@ -146,7 +146,8 @@ async def test_malformed_chunks_and_error_events(upstream, session) -> None:  # 
     async def handler(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse()
         await resp.prepare(request)
-        tail = b'data: {"error": {"message": "engine died"}}\n\n' if request.headers.get("x-err") else b"data: {oops\n\n"
+        err = request.headers.get("x-err")
+        tail = b'data: {"error": {"message": "engine died"}}\n\n' if err else b"data: {oops\n\n"
         await resp.write(b"data: " + CHUNK + b"\n\n" + tail)
         return resp
 

@@ -12,7 +12,6 @@ import pytest
 from backends.mock_server import MockServerHandle
 from tests.conftest import GatewayFactory, free_port, openai_yaml
 
-
 _clients: list[openai.AsyncOpenAI] = []
 
 
@@ -108,7 +107,9 @@ async def test_tool_call(gateway: GatewayFactory, mock_upstream: MockServerHandl
     )
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls"
-    assert choice.message.tool_calls and choice.message.tool_calls[0].function.name == "get_weather"
+    assert choice.message.tool_calls
+    call = choice.message.tool_calls[0]
+    assert call.type == "function" and call.function.name == "get_weather"
 
 
 async def test_embeddings(gateway: GatewayFactory, mock_upstream: MockServerHandle) -> None:

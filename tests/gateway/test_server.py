@@ -33,8 +33,8 @@ models:
 """
 
 
-async def _wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
+async def _wait_http(url: str, within: float = 30) -> None:
+    deadline = time.monotonic() + within
     async with aiohttp.ClientSession() as s:
         while time.monotonic() < deadline:
             try:
