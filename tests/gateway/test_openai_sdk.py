@@ -209,3 +209,15 @@ async def test_200_concurrent_sdk_requests(gateway: GatewayFactory, mock_upstrea
 
     results = await asyncio.gather(*(one(i) for i in range(200)))
     assert len(results) == 200 and all(results)
+
+
+async def test_legacy_completions(gateway: GatewayFactory, mock_upstream: MockServerHandle) -> None:
+    sdk = client(await gateway(openai_yaml(mock_upstream.url)))
+    completion = await sdk.completions.create(model="chat", prompt="Once upon a time", max_tokens=5)
+    assert completion.choices[0].text and completion.usage is not None
+    assert completion.usage.completion_tokens == 5
+    stream = await sdk.completions.create(model="chat", prompt="Once", stream=True,
+                                          stream_options={"include_usage": True})
+    chunks = [c async for c in stream]
+    assert "".join(c.choices[0].text for c in chunks if c.choices)
+    assert chunks[-1].usage is not None
