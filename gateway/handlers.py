@@ -62,6 +62,8 @@ def _served_headers(served: Served, rid: str) -> dict[str, str]:
         headers["x-turnout-attempts"] = str(served.attempts)
         if served.fallback_used:
             headers["x-turnout-fallback"] = served.model
+        if served.hedge is not None:
+            headers["x-turnout-hedge"] = served.hedge
     return headers
 
 
@@ -80,7 +82,7 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
     opened = await pipeline.open_stream(ctx, endpoint, alias, body)
     if opened.execution is not None:
         done = opened.execution
-        served = Served({}, done.model, done.deployment, done.attempts, done.fallback_used)
+        served = Served({}, done.model, done.deployment, done.attempts, done.fallback_used, hedge=done.hedge)
     else:
         served = Served({}, alias, None, 0, False, opened.cached.kind if opened.cached else None)
     return await write_stream(request, pipeline, ctx, opened, body, _served_headers(served, ctx.request_id))

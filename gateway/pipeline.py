@@ -34,7 +34,7 @@ from gateway.interfaces import (
     ResponseCache,
     Ticket,
 )
-from gateway.runtime import Runtime, RuntimeHolder
+from gateway.runtime import Runtime, RuntimeHolder, prefix_key
 from gateway.tasks import TaskTracker
 from gateway.tokens import TokenCounter
 from routing import Execution
@@ -61,6 +61,7 @@ class Served:
     attempts: int
     fallback_used: bool
     cache: str | None = None  # "exact" | "semantic" when served from cache
+    hedge: str | None = None  # "won" | "lost" when a hedged duplicate was sent (routing/hedging.py)
 
 
 @dataclass(slots=True)
@@ -169,17 +170,25 @@ class Pipeline:
             req = self._request(runtime, ctx, endpoint, body, deployment, False)
             return await runtime.backends[deployment].complete(req)
 
-        done = await runtime.executor.run(alias, attempt, session_key=ctx.session_key)
+        done = await runtime.executor.run(alias, attempt, **self._route(runtime, ctx, alias, body))
         resp = done.value
         usage = resp.usage or self._count_usage(body, resp.body, done.model)
         self.finish(ticket, self.outcome(ctx, done.model, done.deployment, usage), 200)
         if query is not None and "no-store" not in query.control:
             self.cache.store(query, resp.body)
-        return Served(resp.body, done.model, done.deployment, done.attempts, done.fallback_used)
+        return Served(resp.body, done.model, done.deployment, done.attempts, done.fallback_used, hedge=done.hedge)
 
     def outcome(self, ctx: RequestContext, model: str, deployment: str | None, usage: Usage, *,
                  cached: bool = False, stream: bool = False, status: int = 200) -> Outcome:
         return Outcome(model, deployment, usage, status, time.perf_counter() - ctx.started, cached, stream)
+
+    def _route(self, runtime: Runtime, ctx: RequestContext, alias: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Executor inputs: affinity keys, the client's deadline, how to close a losing hedge."""
+        model = runtime.config.models[alias]
+        chars = model.resilience.affinity.prefix_chars
+        prefix = prefix_key(body, chars) if model.balance == "prefix_affinity" else None
+        return {"session_key": ctx.session_key, "prefix_key": prefix, "deadline": ctx.deadline,
+                "discard": _discard}
 
     def _count_usage(self, body: dict[str, Any], answer: dict[str, Any], model: str) -> Usage:
         text = "".join(
@@ -220,7 +229,7 @@ class Pipeline:
                 raise
             return chunks, first
 
-        done = await runtime.executor.run(alias, attempt, session_key=ctx.session_key)
+        done = await runtime.executor.run(alias, attempt, **self._route(runtime, ctx, alias, body))
         chunks, first = done.value
         store = query if query is not None and "no-store" not in query.control else None
         return OpenStream(first, chunks, done, ticket, store)
@@ -250,6 +259,12 @@ class Pipeline:
 async def _empty() -> AsyncIterator[Chunk]:
     return
     yield  # pragma: no cover - makes this an async generator
+
+
+async def _discard(value: object) -> None:
+    """Close a stream attempt that lost a hedge race (non-streaming values need nothing)."""
+    if isinstance(value, tuple):
+        await close_chunks(value[0])
 
 
 async def close_chunks(chunks: AsyncIterator[Chunk]) -> None:

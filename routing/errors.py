@@ -2,6 +2,7 @@
 
     RoutingError
     ├── NoHealthyDeployment   every candidate is ejected or its breaker is open
+    │   └── BreakerOpen        one deployment's breaker refused a call
     └── AllAttemptsFailed     every attempt (retries and fallbacks included) failed; ``errors``
                               holds each attempt's error in order
 """
@@ -24,3 +25,12 @@ class AllAttemptsFailed(RoutingError):
         super().__init__(f"all {len(errors)} attempts for model {model!r} failed")
         self.model = model
         self.errors = errors
+
+
+class BreakerOpen(NoHealthyDeployment):
+    """The deployment's circuit breaker refused the call (open, or its one probe is running)."""
+
+    def __init__(self, deployment: str) -> None:
+        RoutingError.__init__(self, f"circuit breaker open for deployment {deployment!r}")
+        self.model = deployment
+        self.deployment = deployment
