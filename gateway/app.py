@@ -26,6 +26,7 @@ from gateway.keys import ADMISSION, AUTHENTICATOR, HTTP_SESSION, PIPELINE, RESPO
 from gateway.middleware import make_auth, make_envelope
 from gateway.pipeline import Pipeline
 from gateway.runtime import RuntimeHolder, build_runtime
+from gateway.status import add_status_route
 from gateway.tasks import TaskTracker
 from gateway.tokens import TokenCounter
 
@@ -50,6 +51,7 @@ def create_app(cfg: GatewayConfig) -> web.Application:
     app.on_startup.append(_build_pipeline)
     app.on_shutdown.append(_drain)
     add_routes(app)
+    add_status_route(app)
     return app
 
 
