@@ -233,6 +233,10 @@ def parse_fallbacks(r: Reader) -> tuple[FallbackRule, ...]:
         if isinstance(item, str) and item:
             rules.append(FallbackRule(item))
             continue
+        if isinstance(item, dict) and True in item:  # YAML 1.1 reads a bare `on` key as true
+            item = {("on" if k is True else k): v for k, v in item.items()}
+            if isinstance(item["on"], list):  # and `429` as an int
+                item["on"] = [str(v) if isinstance(v, int) else v for v in item["on"]]
         f = Reader(item, f"{r.sub_path('fallbacks')}[{i}]", r.source)
         on = f.str_list("on", ())
         classes = []
