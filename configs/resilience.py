@@ -4,7 +4,7 @@ active health probes, hedged requests, vLLM load polling, affinity and fallback 
 Every default lives in the dataclasses below (the one place); a model's YAML overrides any
 subset. Keys read from a model's mapping (see docs/resilience.md)::
 
-    retry:    {backoff: 25ms, backoff_max: 1s, budget: 0.2, min_retries: 20, window: 10s}
+    retry:    {backoff: 25ms, backoff_max: 1s, budget: 0.2, min_retries: 100, window: 10s}
     breaker:  {failures: 5, reset: 5s}
     outlier:  {window: 10s, min_requests: 20, error_rate: 0.5, eject: 10s}   # or false
     health:   {interval: 5s, timeout: 2s}                                    # optional probes
@@ -37,7 +37,7 @@ class RetryPolicy:
     backoff: float = 0.025
     backoff_max: float = 1.0
     budget: float = 0.2
-    min_retries: int = 20
+    min_retries: int = 100  # per window: 10 retries/s like Finagle's RetryBudget floor
     window: float = 10.0
 
     def __post_init__(self) -> None:
