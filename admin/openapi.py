@@ -60,6 +60,7 @@ def _public() -> dict[str, Any]:
         "/v1/embeddings": {"post": _op("Embeddings", body="embedding")},
         "/v1/models": {"get": _op("List models")},
         "/v1/models/{model}": {"get": _op("One model", params=("model",))},
+        "/v1/turnout/status": {"get": _op("Gateway status: breaker states per deployment, budgets")},
         "/health": {"get": _op("Liveness", security="none")},
         "/ready": {"get": _op("Readiness", security="none")},
     }

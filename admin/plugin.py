@@ -19,7 +19,7 @@ from admin.state import open_state
 from configs import GatewayConfig
 from gateway.errors import AuthenticationError
 from gateway.interfaces import Principal
-from gateway.keys import ADMISSION, AUTHENTICATOR
+from gateway.keys import ADMISSION, AUTHENTICATOR, TASKS
 
 ADMIN_MOUNT = "/admin/v1"
 
@@ -44,6 +44,9 @@ def _admin_ctx(cfg: GatewayConfig) -> Callable[[web.Application], AsyncIterator[
         try:
             yield
         finally:
+            # aiohttp runs on_shutdown (the gateway's drain) before in-flight handlers finish;
+            # by now they have, so wait for the settle tasks they spawned before flushing usage.
+            await app[TASKS].drain(cfg.server.grace_period)
             await state.close()
 
     return admin_ctx

@@ -48,6 +48,7 @@ class UsageRecorder:
         self._task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Future[None] | None = None
         self._full = asyncio.Event()
+        self._held: list[UsageEvent] = []
         self._stopped = False
         self._seq = itertools.count()
         self._spill_path = self._dir / f"usage-{os.getpid()}-{id(self):x}.jsonl"
@@ -80,6 +81,8 @@ class UsageRecorder:
                 await self._task
         if self._inflight is not None:
             await self._inflight
+        await self._write(self._held)
+        self._held = []
         while not self._queue.empty():
             await self._write(self._take(self._batch))
 
@@ -95,11 +98,13 @@ class UsageRecorder:
     async def _run(self) -> None:
         while True:
             first = await self._queue.get()
+            self._held = [first]  # out of the queue, not yet written: stop() writes it
             if self._queue.qsize() + 1 < self._batch:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), self._interval)
             self._full.clear()
             batch = [first, *self._take(self._batch - 1)]
+            self._held = []
             self._inflight = asyncio.ensure_future(self._write(batch))
             await asyncio.shield(self._inflight)
             self._inflight = None

@@ -84,3 +84,14 @@ async def test_torn_spill_line_is_skipped(tmp_path: Path) -> None:
         b'"prompt_tokens":1,"completion_tokens":1,"cost_nusd":1,"status":200,"latency_ms":1,'
         b'"cached":false,"stream":false}\n{"id":"b","ts')
     assert await UsageRecorder(sink, tmp_path).replay() == 1
+
+
+async def test_stop_writes_the_event_the_flush_loop_is_holding(tmp_path: Path) -> None:
+    sink = FlakySink()
+    rec = UsageRecorder(sink, tmp_path, batch=100, interval=30)
+    await rec.start()
+    rec.record(ev(1))
+    await asyncio.sleep(0.01)  # the loop has taken it and waits for more
+    assert rec.pending() == 0
+    await rec.stop()
+    assert sink.batches == [["e1"]]
