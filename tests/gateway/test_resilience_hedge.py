@@ -76,7 +76,7 @@ async def measure(hedge: str) -> tuple[float, float, float]:
     await server.start_server()
     runtime = server.app[RUNTIME].current
     wrapped = {n: HeavyTail(b, seed) for seed, (n, b) in enumerate(runtime.backends.items())}
-    runtime.backends = wrapped  # type: ignore[assignment]
+    runtime.backends = wrapped
     ttfts: list[float] = []
     sem = asyncio.Semaphore(CONCURRENCY)
     body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "stream": True}

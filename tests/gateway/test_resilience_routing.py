@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Mapping
 
 import aiohttp
 
@@ -16,7 +17,7 @@ from tests.conftest import GatewayFactory
 TIMEOUTS = "timeouts: {connect: 500ms, first_token: 1s, idle: 1s, total: 2s}"
 
 
-async def post(session: aiohttp.ClientSession, url: str, body: dict[str, object],
+async def post(session: aiohttp.ClientSession, url: str, body: Mapping[str, object],
                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], dict[str, object]]:
     async with session.post(f"{url}/v1/chat/completions", json=body, headers=headers or {}) as resp:
         return resp.status, dict(resp.headers), await resp.json(content_type=None)
