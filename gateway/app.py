@@ -24,6 +24,7 @@ from gateway.handlers import add_routes
 from gateway.interfaces import AdmitAll, NoCache, OpenAuthenticator
 from gateway.keys import ADMISSION, AUTHENTICATOR, HTTP_SESSION, PIPELINE, RESPONSE_CACHE, RUNTIME, TASKS
 from gateway.middleware import make_auth, make_envelope
+from gateway.observe import install as install_observability
 from gateway.pipeline import Pipeline
 from gateway.runtime import RuntimeHolder, build_runtime
 from gateway.status import add_status_route
@@ -39,6 +40,7 @@ def create_app(cfg: GatewayConfig) -> web.Application:
     app[ADMISSION] = AdmitAll()
     app[RESPONSE_CACHE] = NoCache()
     app[TASKS] = TaskTracker()
+    install_observability(app, cfg)  # outermost: sees every final status; serves a public /metrics
     app.middlewares.append(make_envelope())
     app.cleanup_ctx.append(_core_ctx(cfg))
     if cfg.cache is not None:

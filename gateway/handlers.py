@@ -13,9 +13,11 @@ from aiohttp import web
 from backends.base import Endpoint
 from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.keys import PIPELINE, RUNTIME
+from gateway.metrics import OBSERVATION, Observation
 from gateway.middleware import REQUEST_ID, principal_of
 from gateway.pipeline import RequestContext, Served
 from gateway.streaming import write_stream
+from gateway.tracing import TRACEPARENT
 from gateway.wire import parse_body, validate_chat, validate_completion, validate_embedding
 
 CACHE_HEADER = "x-turnout-cache"
@@ -31,6 +33,9 @@ def _context(request: web.Request, body: dict[str, Any]) -> RequestContext:
         value = request.headers.get(name)
         if value is not None:
             upstream[name] = value
+    traceparent = request.get(TRACEPARENT)  # set when tracing is on: the gateway's own span
+    if traceparent is not None:
+        upstream["traceparent"] = traceparent
     deadline = None
     timeout = request.headers.get(TIMEOUT_HEADER)
     if timeout is not None:
@@ -50,6 +55,7 @@ def _context(request: web.Request, body: dict[str, Any]) -> RequestContext:
         deadline=deadline, upstream_headers=upstream,
         cache_control=frozenset(v.strip() for v in control.lower().split(",")) if control else frozenset(),
         session_key=request.headers.get(SESSION_HEADER) or (user if isinstance(user, str) else None),
+        obs=request.get(OBSERVATION) or Observation(),
     )
 
 

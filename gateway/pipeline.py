@@ -34,6 +34,7 @@ from gateway.interfaces import (
     ResponseCache,
     Ticket,
 )
+from gateway.metrics import Observation
 from gateway.runtime import Runtime, RuntimeHolder, prefix_key
 from gateway.tasks import TaskTracker
 from gateway.tokens import TokenCounter
@@ -51,6 +52,7 @@ class RequestContext:
     upstream_headers: Mapping[str, str] = field(default_factory=dict)
     cache_control: frozenset[str] = frozenset()
     session_key: str | None = None
+    obs: Observation = field(default_factory=Observation)  # read by gateway.observe
 
 
 @dataclass(slots=True)
@@ -104,6 +106,7 @@ class Pipeline:
         if model.type != wanted:
             raise InvalidRequest(f"model '{alias}' is a {model.type} model and cannot serve this endpoint",
                                  param="model", code="model_type_mismatch")
+        ctx.obs.model = alias
         return model
 
     async def admit(self, ctx: RequestContext, model: ModelConfig, body: dict[str, Any]) -> Ticket:
@@ -163,14 +166,20 @@ class Pipeline:
         hit = await self._lookup(query)
         if hit is not None:
             usage = Usage.from_openai(hit.body.get("usage")) or Usage(0, 0)
+            ctx.obs.cache = hit.kind
             self.finish(ticket, self.outcome(ctx, alias, None, usage, cached=True), 200)
             return Served(hit.body, alias, None, 0, False, hit.kind)
 
         async def attempt(name: str, deployment: str) -> BackendResponse:
             req = self._request(runtime, ctx, endpoint, body, deployment, False)
-            return await runtime.backends[deployment].complete(req)
+            t0 = time.perf_counter()
+            try:
+                return await runtime.backends[deployment].complete(req)
+            finally:
+                ctx.obs.upstream_s += time.perf_counter() - t0
 
         done = await runtime.executor.run(alias, attempt, **self._route(runtime, ctx, alias, body))
+        ctx.obs.attempts, ctx.obs.fallback = done.attempts, done.fallback_used
         resp = done.value
         usage = resp.usage or self._count_usage(body, resp.body, done.model)
         self.finish(ticket, self.outcome(ctx, done.model, done.deployment, usage), 200)
@@ -180,7 +189,9 @@ class Pipeline:
 
     def outcome(self, ctx: RequestContext, model: str, deployment: str | None, usage: Usage, *,
                  cached: bool = False, stream: bool = False, status: int = 200) -> Outcome:
-        return Outcome(model, deployment, usage, status, time.perf_counter() - ctx.started, cached, stream)
+        result = ctx.obs.outcome = Outcome(model, deployment, usage, status, time.perf_counter() - ctx.started,
+                                           cached, stream)
+        return result
 
     def _route(self, runtime: Runtime, ctx: RequestContext, alias: str, body: dict[str, Any]) -> dict[str, Any]:
         """Executor inputs: affinity keys, the client's deadline, how to close a losing hedge."""
@@ -215,11 +226,13 @@ class Pipeline:
         query = self._cache_query(ctx, alias, endpoint, body, True)
         hit = await self._lookup(query)
         if hit is not None:
+            ctx.obs.cache = hit.kind
             return OpenStream(Chunk(b"", {}), _empty(), None, ticket, None, hit)
 
         async def attempt(name: str, deployment: str) -> tuple[AsyncIterator[Chunk], Chunk]:
             req = self._request(runtime, ctx, endpoint, body, deployment, True)
             chunks = runtime.backends[deployment].stream(req)
+            t0 = time.perf_counter()
             try:
                 first = await anext(chunks)
             except StopAsyncIteration:
@@ -227,9 +240,12 @@ class Pipeline:
             except BaseException:
                 await close_chunks(chunks)
                 raise
+            finally:
+                ctx.obs.upstream_ttft_s += time.perf_counter() - t0
             return chunks, first
 
         done = await runtime.executor.run(alias, attempt, **self._route(runtime, ctx, alias, body))
+        ctx.obs.attempts, ctx.obs.fallback = done.attempts, done.fallback_used
         chunks, first = done.value
         store = query if query is not None and "no-store" not in query.control else None
         return OpenStream(first, chunks, done, ticket, store)

@@ -15,6 +15,7 @@ Contracts:
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
@@ -44,6 +45,7 @@ async def write_stream(
     resp = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream",
                                        "Cache-Control": "no-cache"})
     await resp.prepare(request)
+    ctx.obs.first_byte = time.perf_counter()
     if opened.cached is not None:
         return await _write_cached(resp, pipeline, ctx, opened, include_usage)
     state = _StreamState()
