@@ -41,7 +41,8 @@ class Observation:
     """What the pipeline learns about one request; the observe middleware reads it at the end.
     Written by pipeline.py/streaming.py, never read on the request path."""
 
-    __slots__ = ("attempts", "cache", "fallback", "first_byte", "model", "outcome", "upstream_s", "upstream_ttft_s")
+    __slots__ = ("attempts", "cache", "fallback", "first_byte", "hedge", "model", "outcome", "upstream_s",
+                 "upstream_ttft_s")
 
     def __init__(self) -> None:
         self.model = NO_LABEL
@@ -51,6 +52,7 @@ class Observation:
         self.first_byte = 0.0  # streams: perf_counter when the first byte went to the client
         self.attempts = 0
         self.fallback = False
+        self.hedge: str | None = None  # "won" | "lost" when a hedged duplicate was sent
         self.cache: str | None = None
 
 
@@ -152,15 +154,16 @@ class Families:
         self.retries = Counter("turnout_retries_total", "Extra attempts after a failed one", ["model"], registry=r)
         self.fallbacks = Counter("turnout_fallbacks_total", "Requests served by a fallback model", ["model"],
                                  registry=r)
-        self.hedges = Counter("turnout_hedges_total", "Hedged attempts started", ["model"], registry=r)
+        self.hedges = Counter("turnout_hedges_total", "Requests that sent a hedged duplicate", ["model"],
+                              registry=r)
         self.in_flight = Gauge("turnout_requests_in_flight", "Requests being served", registry=r,
                                multiprocess_mode="livesum")
         self.backend_in_flight = Gauge("turnout_backend_in_flight", "Attempts running per deployment",
                                        ["deployment"], registry=r, multiprocess_mode="livesum")
         self.backend_up = Gauge("turnout_backend_up", "1 when the deployment takes traffic", ["deployment"],
                                 registry=r, multiprocess_mode="livemin")
-        self.breaker_open = Gauge("turnout_breaker_open", "1 while the deployment's circuit breaker is open",
-                                  ["deployment"], registry=r, multiprocess_mode="livemax")
+        self.breaker_state = Gauge("turnout_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open",
+                                   ["deployment"], registry=r, multiprocess_mode="livemax")
         self.attempts = Counter("turnout_backend_attempts_total", "Upstream attempts by deployment and result",
                                 ["deployment", "result"], registry=r)
         self.budget_used = Gauge("turnout_budget_used_ratio", "Share of the tenant budget spent (admin plug-in)",
@@ -212,7 +215,7 @@ class Recorder:
                 hists.token_gap.observe((end - obs.first_byte) / (outcome.usage.completion_tokens - 1))
         else:
             hists.overhead.observe(max(0.0, total_s - obs.upstream_s))
-        if obs.attempts > 1 or obs.fallback or obs.cache is not None:
+        if obs.attempts > 1 or obs.fallback or obs.cache is not None or obs.hedge is not None:
             self._events(hists, obs)
 
     def _usage(self, series: _Series, usage: Usage) -> None:
@@ -229,6 +232,8 @@ class Recorder:
             counters["retries"][1] += obs.attempts - 1
         if obs.fallback:
             counters["fallbacks"][1] += 1
+        if obs.hedge is not None:
+            counters["hedges"][1] += 1
         if obs.cache is not None:
             counters["cache_semantic" if obs.cache == "semantic" else "cache_exact"][1] += 1
 
@@ -251,6 +256,7 @@ class Recorder:
         token_gap = shared.token_gap if shared else _Hist(f.token_gap.labels(model), TOKEN_GAP_BUCKETS)
         counters = shared.counters if shared else {
             "retries": [f.retries.labels(model), 0], "fallbacks": [f.fallbacks.labels(model), 0],
+            "hedges": [f.hedges.labels(model), 0],
             "cache_exact": [f.cache_hits.labels(model, "exact"), 0],
             "cache_semantic": [f.cache_hits.labels(model, "semantic"), 0],
         }

@@ -116,16 +116,21 @@ async def metrics_handler(request: web.Request) -> web.Response:
 def export_cluster(app: web.Application, recorder: Recorder) -> None:
     """Per-deployment gauges and attempt counters from the routing layer's live state."""
     f = recorder.families
-    for name, stats in app[RUNTIME].current.cluster.stats.items():
+    runtime = app[RUNTIME].current
+    breakers = runtime.breaker_states()
+    for name, stats in runtime.cluster.stats.items():
         f.backend_in_flight.labels(name).set(stats.in_flight)
-        f.backend_up.labels(name).set(0 if stats.ejected else 1)
-        f.breaker_open.labels(name).set(1 if stats.ejected else 0)
+        f.backend_up.labels(name).set(1 if runtime.cluster.available(name) else 0)
+        f.breaker_state.labels(name).set(_BREAKER_VALUE.get(breakers.get(name, "closed"), 0))
         for result, total in (("success", stats.successes), ("failure", stats.failures)):
             key = (id(stats), result)
             delta = total - recorder.exported.get(key, 0)
             if delta > 0:
                 f.attempts.labels(name, result).inc(delta)
                 recorder.exported[key] = total
+
+
+_BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
 
 
 def _background(recorder: Recorder | None, access: AccessLog | None,

@@ -179,7 +179,7 @@ class Pipeline:
                 ctx.obs.upstream_s += time.perf_counter() - t0
 
         done = await runtime.executor.run(alias, attempt, **self._route(runtime, ctx, alias, body))
-        ctx.obs.attempts, ctx.obs.fallback = done.attempts, done.fallback_used
+        ctx.obs.attempts, ctx.obs.fallback, ctx.obs.hedge = done.attempts, done.fallback_used, done.hedge
         resp = done.value
         usage = resp.usage or self._count_usage(body, resp.body, done.model)
         self.finish(ticket, self.outcome(ctx, done.model, done.deployment, usage), 200)
@@ -245,7 +245,7 @@ class Pipeline:
             return chunks, first
 
         done = await runtime.executor.run(alias, attempt, **self._route(runtime, ctx, alias, body))
-        ctx.obs.attempts, ctx.obs.fallback = done.attempts, done.fallback_used
+        ctx.obs.attempts, ctx.obs.fallback, ctx.obs.hedge = done.attempts, done.fallback_used, done.hedge
         chunks, first = done.value
         store = query if query is not None and "no-store" not in query.control else None
         return OpenStream(first, chunks, done, ticket, store)
