@@ -8,7 +8,7 @@ subset. Keys read from a model's mapping (see docs/resilience.md)::
     breaker:  {failures: 5, reset: 5s}
     outlier:  {window: 10s, min_requests: 20, error_rate: 0.5, eject: 10s}   # or false
     health:   {interval: 5s, timeout: 2s}                                    # optional probes
-    hedge:    {after: p95 | 150ms, budget: 0.1, max_delay: 1s, min_samples: 20}
+    hedge:    {after: p95 | p99 | 150ms, budget: 0.1, max_delay: 1s, min_samples: 20}
     load:     {interval: 1s, stale: 5s}                                      # load_aware
     affinity: {table_size: 10000, prefix_chars: 512}
     fallbacks: [big, {model: bigger, on: [context_length, 5xx]}]
@@ -76,11 +76,12 @@ class ProbePolicy:
 
 @dataclass(frozen=True, slots=True)
 class HedgePolicy:
-    """After ``delay`` seconds (or the primary's observed p95 time to first token when
-    ``delay`` is None, capped by ``max_delay``; ``max_delay`` until ``min_samples`` are seen)
+    """After ``delay`` seconds (or the primary's observed ``quantile`` (p95) time to first token
+    when ``delay`` is None, capped by ``max_delay``; ``max_delay`` until ``min_samples`` are seen)
     a duplicate goes to the next deployment, while hedges stay under ``budget`` of requests."""
 
     delay: float | None = None
+    quantile: float = 0.95  # with delay None: hedge after this quantile of the primary's TTFT
     budget: float = 0.1
     max_delay: float = 1.0
     min_samples: int = 20
@@ -195,9 +196,15 @@ def _hedge(r: Reader | None) -> HedgePolicy | None:
         return None
     d = HedgePolicy()
     after = r.raw("after", "p95")
-    delay = None if after == "p95" else r.duration("after")
+    delay, quantile = None, d.quantile
+    if isinstance(after, str) and after.startswith("p") and after[1:].replace(".", "", 1).isdigit():
+        quantile = float(after[1:]) / 100
+        if not 0.5 <= quantile < 1:
+            raise r.error("after", f"expected a quantile from p50 to p99.9 or a duration; got {after!r}")
+    else:
+        delay = r.duration("after")
     policy = HedgePolicy(
-        delay=delay, budget=r.float("budget", d.budget, min_value=0, max_value=1),
+        delay=delay, quantile=quantile, budget=r.float("budget", d.budget, min_value=0, max_value=1),
         max_delay=r.duration("max_delay", d.max_delay), min_samples=r.int("min_samples", d.min_samples, min_value=1),
     )
     r.finish()

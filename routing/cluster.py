@@ -35,24 +35,25 @@ class DeploymentStats:
     ejected: bool = False  # set by an operator (drain); outlier ejection is separate
     outlier: Outlier | None = None
     samples: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES))
-    _p95: float | None = None
-    _p95_at: int = 0
+    _q: float = 0.0
+    _q_value: float | None = None
+    _q_at: int = 0
 
     def observe_latency(self, seconds: float) -> None:
         prev = self.ewma_latency_s
         self.ewma_latency_s = seconds if prev is None else prev + EWMA_ALPHA * (seconds - prev)
         self.samples.append(seconds)
 
-    def p95(self, min_samples: int) -> float | None:
-        """p95 of recent attempt latencies (time to first token for streams); recomputed
-        every 16 samples so the sort stays off most requests."""
+    def quantile(self, q: float, min_samples: int) -> float | None:
+        """Quantile ``q`` of recent attempt latencies (time to first token for streams);
+        recomputed every 16 samples so the sort stays off most requests."""
         if len(self.samples) < min_samples:
             return None
-        if self._p95 is None or self.successes - self._p95_at >= 16:
+        if self._q_value is None or self._q != q or self.successes - self._q_at >= 16:
             ordered = sorted(self.samples)
-            self._p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
-            self._p95_at = self.successes
-        return self._p95
+            self._q, self._q_at = q, self.successes
+            self._q_value = ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return self._q_value
 
     @property
     def outlier_ejected(self) -> bool:
@@ -128,7 +129,7 @@ class ClusterState:
                 "available": self.available(name), "breaker": self.breakers.state(name),
                 "consecutive_failures": self.breakers.failures(name), "in_flight": s.in_flight,
                 "successes": s.successes, "failures": s.failures, "ewma_latency_s": s.ewma_latency_s,
-                "p95_latency_s": s.p95(1), "outlier_ejected": s.outlier_ejected,
+                "p95_latency_s": s.quantile(0.95, 1), "outlier_ejected": s.outlier_ejected,
                 "probe_ok": self.probes.healthy(name),
                 "load": None if load is None else {
                     "waiting": load.waiting, "running": load.running, "kv_cache_usage": load.kv_cache_usage,

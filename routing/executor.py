@@ -166,8 +166,8 @@ class Executor:
         hedges.request()
         delay = policy.delay
         if delay is None:
-            p95 = self._cluster.get(deployment).p95(policy.min_samples)
-            delay = policy.max_delay if p95 is None else min(p95, policy.max_delay)
+            seen = self._cluster.get(deployment).quantile(policy.quantile, policy.min_samples)
+            delay = policy.max_delay if seen is None else min(seen, policy.max_delay)
         second = others[0]
         result = await race(
             lambda: self._attempt(run, name, deployment), lambda: self._attempt(run, name, second),

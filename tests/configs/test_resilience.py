@@ -51,6 +51,8 @@ def test_overrides_and_fallback_rules() -> None:
 def test_hedge_after_p95_is_the_default() -> None:
     cfg = load_text(BASE + "    hedge: {}\n")
     assert cfg.models["m"].resilience.hedge == HedgePolicy(delay=None)
+    cfg = load_text(BASE + "    hedge: {after: p99}\n")
+    assert cfg.models["m"].resilience.hedge == HedgePolicy(delay=None, quantile=0.99)
 
 
 @pytest.mark.parametrize(("snippet", "path"), [

@@ -1,9 +1,12 @@
 """Hedged requests through the whole gateway (must-show).
 
 Two deployments, each with a heavy tail: 5% of requests wait 2 s before their first token
-(the rest ~10 ms). The same streaming load runs without and with ``hedge: {after: p95}``; the
-client measures time to first token. With hedging p99 TTFT must be at most a third of the p99
-without it, for at most 10% extra backend requests.
+(the rest ~10 ms). The same streaming load runs without and with ``hedge: {after: p99}``; the
+client measures time to first token. (With a 5% tail, ``after: p95`` hedges ~5% of the normal
+requests as well as the tail: ~10% extra, right at the budget, so p99 is the fitting quantile;
+``max_delay`` is also the delay while a deployment has too few samples, i.e. during warm-up.)
+With hedging p99 TTFT must be at most a third of the p99 without it, for at most 10% extra
+backend requests.
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ async def measure(hedge: str) -> tuple[float, float, float]:
 
 async def test_hedging_cuts_p99_ttft() -> None:
     base_p50, base_p99, base_extra = await measure("")
-    p50, p99, extra = await measure("hedge: {after: p95, budget: 0.1}")
+    p50, p99, extra = await measure("hedge: {after: p99, budget: 0.1, max_delay: 500ms}")
     sys.stdout.write(
         f"\nhedging: without p50 {base_p50 * 1000:.0f} ms p99 {base_p99 * 1000:.0f} ms extra {base_extra:.1%}; "
         f"with p50 {p50 * 1000:.0f} ms p99 {p99 * 1000:.0f} ms extra {extra:.1%}\n",
