@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
-from configs.environment import prometheus_multiproc_dir
+from configs.environment import prometheus_multiproc_dir, set_prometheus_multiproc_dir
 from configs.schema import GatewayConfig, Price
 from gateway.access_log import AccessLog
 from gateway.keys import RUNTIME
@@ -162,3 +165,23 @@ async def _flush_loop(app: web.Application, recorder: Recorder, interval: float)
         await asyncio.sleep(interval)
         recorder.flush()
         export_cluster(app, recorder)
+
+
+def share_metrics_between_workers() -> Callable[[], None]:
+    """Supervisor side of multi-process metrics: export a fresh PROMETHEUS_MULTIPROC_DIR that the
+    workers inherit (an operator-set one is emptied instead, as prometheus-client requires).
+    Returns the cleanup to call when the supervisor exits."""
+    configured = prometheus_multiproc_dir()
+    if configured is not None:
+        for stale in Path(configured).glob("*.db"):
+            stale.unlink()
+        return lambda: None
+    made = tempfile.mkdtemp(prefix="turnout-metrics-")
+    set_prometheus_multiproc_dir(made)
+    return lambda: shutil.rmtree(made, ignore_errors=True)
+
+
+def worker_gone(pid: int) -> None:
+    """Drop a dead worker's live gauges (in-flight, breaker states) from the shared files."""
+    if prometheus_multiproc_dir() is not None:
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

@@ -25,6 +25,7 @@ from configs import ConfigError, load
 from configs.schema import GatewayConfig
 from gateway.app import create_app
 from gateway.keys import HTTP_SESSION, RUNTIME, TASKS
+from gateway.observe import share_metrics_between_workers, worker_gone
 from gateway.runtime import build_runtime
 
 log = logging.getLogger("turnout.server")
@@ -76,6 +77,7 @@ def supervise(config_path: str, host: str, port: int, workers: int, grace: float
         return subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", config_path,
                                  "--host", host, "--port", str(port), "--workers", "1", "--reuse-port"])
 
+    cleanup_metrics = share_metrics_between_workers()  # before spawn: workers inherit the env
     procs = [spawn() for _ in range(workers)]
     stopping = False
 
@@ -93,6 +95,7 @@ def supervise(config_path: str, host: str, port: int, workers: int, grace: float
         for i, proc in enumerate(procs):
             if proc.poll() is not None and not stopping:
                 log.error("worker %d exited with %s; restarting", proc.pid, proc.returncode)
+                worker_gone(proc.pid)
                 procs[i] = spawn()
         _wait_a_little()
     deadline = time.monotonic() + grace + 5
@@ -101,6 +104,7 @@ def supervise(config_path: str, host: str, port: int, workers: int, grace: float
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
+    cleanup_metrics()
     return 0
 
 
