@@ -8,6 +8,7 @@ OpenAI-style 503 arrives within 50 ms once the breakers are open.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -80,6 +81,7 @@ async def test_one_failing_deployment_999_of_2000_succeed(
     started = time.perf_counter()
     statuses = await load(url, N, stream)
     ok = statuses[200] / N
+    sys.stdout.write(f"\n{mode} stream={stream}: {statuses[200]}/{N} ok, {bad.state.stats.requests} to the bad one\n")
     assert ok >= 0.999, (mode, stream, statuses, f"{time.perf_counter() - started:.1f}s")
     assert bad.state.stats.requests < N / 4  # the breaker kept traffic off the failing one
 
