@@ -39,8 +39,10 @@ class ServerConfig:
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Per-backend limits in seconds. ``first_token`` bounds the wait for response headers
-    (non-streaming) or the first chunk (streaming); ``idle`` the gap between chunks."""
+    """Per-backend limits in seconds. ``first_token`` bounds the wait for the first chunk of a
+    stream and ``idle`` the gap between chunks. A non-streaming call is bounded by ``connect``
+    and ``total`` only: its headers arrive after the whole generation, so a first-token limit
+    there would cut long answers short."""
 
     connect: float = 5.0
     first_token: float = 60.0
