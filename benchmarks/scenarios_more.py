@@ -1,0 +1,65 @@
+"""Scenarios: the cache-hit path, failover while a backend is killed, each feature on and off."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks import features as feat
+from benchmarks.procs import start_mock
+from benchmarks.scenarios import CACHEABLE, CHAT, Run, compare, kill_after, metric_value, running, turnout
+
+
+def cache_hits(run: Run, connections: int = 64, upstream_ms: float = 20.0) -> dict[str, Any]:
+    run.log(f"cache: exact cache on, identical requests, upstream {upstream_ms:g} ms")
+    mock = start_mock(run.load_cpus, first_token_ms=upstream_ms)
+    gw, headers = turnout(run, feat.CACHED, [mock.url])
+    with running(gw, mock):
+        direct = run.wrk("mock (direct)", mock, CACHEABLE, connections)
+        via = run.wrk("turnout cache hits", gw, CACHEABLE, connections, headers)
+        hits = metric_value(gw.url, "turnout_cache_hits_total")
+    row = compare(direct, via)
+    row["cache_hits"] = hits
+    row["hit_ratio"] = round(hits / via.requests, 4) if via.requests else 0.0
+    return {"upstream_ms": upstream_ms, **row}
+
+
+def failover(run: Run, connections: int = 16, kill_at: float = 2.0) -> dict[str, Any]:
+    run.log(f"failover: two mock deployments, one killed (SIGKILL) {kill_at:g} s into the run")
+    first = start_mock(run.load_cpus, first_token_ms=2)
+    second = start_mock(run.load_cpus, first_token_ms=2)
+    gw, headers = turnout(run, feat.PRODUCTION, [first.url, second.url])
+    with running(gw, first, second):
+        timer = kill_after(second, kill_at)
+        res = run.wrk("turnout (one backend killed)", gw, CHAT, connections, headers)
+        timer.cancel()
+        retries = metric_value(gw.url, "turnout_retries_total")
+        failed = metric_value(gw.url, 'turnout_backend_attempts_total{deployment="up1",result="failure"}')
+    return {"result": res.as_dict(), "client_errors": res.errors, "retries": retries,
+            "failed_attempts_on_killed": failed, "kill_at_s": kill_at}
+
+
+FEATURE_SETS = (feat.BASELINE, feat.METRICS, feat.ADMIN_ONLY, feat.PRODUCTION,
+                feat.Features("production + access log", admin=True, access_log=True))
+
+
+def feature_matrix(run: Run, concurrencies: tuple[int, ...] = (1, 64)) -> dict[str, Any]:
+    run.log("features: each feature set against the same 0 ms mock")
+    mock = start_mock(run.load_cpus)
+    rows = []
+    with running(mock):
+        for features in FEATURE_SETS:
+            gw, headers = turnout(run, features, [mock.url])
+            with running(gw):
+                run.wrk(f"{features.name[:20]} warmup", gw, CHAT, 8, headers)
+                for c in concurrencies:
+                    res = run.wrk(features.name[:28], gw, CHAT, c, headers)
+                    rows.append({"features": features.name, **res.as_dict()})
+                rss = round(gw.rss_mb(), 1)
+            for row in rows[-len(concurrencies):]:
+                row["rss_mb"] = rss
+    base = {r["connections"]: r for r in rows if r["features"] == feat.BASELINE.name}
+    for row in rows:
+        ref = base[row["connections"]]
+        row["rps_vs_none"] = round(row["rps"] / ref["rps"], 3) if ref["rps"] else None
+        row["added_p50_vs_none_ms"] = round(row["p50_ms"] - ref["p50_ms"], 3)
+    return {"rows": rows}
