@@ -64,7 +64,7 @@ class LoadResult:
 def lua_script(body: bytes, headers: dict[str, str], path: str, rate: float | None, connections: int) -> str:
     lines = ['wrk.method = "POST"', f"wrk.path = {_lua_str(path)}", f"wrk.body = {_lua_str(body.decode())}",
              'wrk.headers["Content-Type"] = "application/json"']
-    lines += [f"wrk.headers[{_lua_str(k)}] = {_lua_str(v)}" for k, v in headers.items()]
+    lines += [f"wrk.headers[ {_lua_str(k)} ] = {_lua_str(v)}" for k, v in headers.items()]
     script = "\n".join(lines) + "\n" + _DONE
     if rate is not None:
         script += _POISSON.replace("{mean_ms}", repr(connections / rate * 1000.0))
@@ -85,7 +85,10 @@ def run_wrk(label: str, base_url: str, body: bytes, connections: int, seconds: f
     try:
         cmd = pinned(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "-s", fh.name,
                       base_url], cpus)
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 30)
+        out = done.stdout
+        if done.stderr.strip():
+            raise RuntimeError(f"wrk ({label}): {done.stderr.strip()}")
     finally:
         Path(fh.name).unlink()
     return parse_wrk(label, out, connections, "open" if rate is not None else "closed")
@@ -94,7 +97,7 @@ def run_wrk(label: str, base_url: str, body: bytes, connections: int, seconds: f
 def parse_wrk(label: str, out: str, connections: int, mode: str) -> LoadResult:
     line = next((x for x in out.splitlines() if x.startswith("WRKJSON ")), None)
     if line is None:
-        raise RuntimeError(f"wrk printed no summary:\n{out}")
+        raise RuntimeError(f"wrk printed no summary ({label}):\n{out}")
     d = orjson.loads(line[len("WRKJSON "):])
     seconds = d["duration_us"] / 1e6
     return LoadResult(
