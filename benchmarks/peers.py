@@ -18,6 +18,7 @@ from benchmarks.procs import Service, free_port, pinned, wait_http
 PEERS_DIR = Path(__file__).resolve().parent / ".peers"
 LITELLM_VENV = PEERS_DIR / "litellm-venv"
 PORTKEY_DIR = PEERS_DIR / "portkey"
+LITELLM_MASTER_KEY = "sk-bench-7f3c9a1e5b2d4f6089ab1cd2ef345678"
 PORTKEY_MAIN = PORTKEY_DIR / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
 
 
@@ -61,6 +62,8 @@ def start_litellm(mock_url: str, cpus: list[int], workdir: Path) -> Service:
       api_key: sk-bench
 litellm_settings:
   telemetry: false
+general_settings:
+  master_key: {LITELLM_MASTER_KEY}
 """)
     flags = ["--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}

@@ -157,7 +157,8 @@ def _start_peer(run: Run, name: str, start: Any, mock: Service) -> tuple[Service
         return turnout(run, feat.PRODUCTION, [mock.url])
     svc: Service = start(mock.url, run.sut_cpus, run.workdir) if name == "litellm" else start(run.sut_cpus)
     run.note(svc)
-    headers = peers.portkey_headers(mock.url) if name == "portkey" else {"Authorization": "Bearer sk-bench"}
+    headers = (peers.portkey_headers(mock.url) if name == "portkey"
+               else {"Authorization": f"Bearer {peers.LITELLM_MASTER_KEY}"})
     return svc, headers
 
 
