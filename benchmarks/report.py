@@ -81,9 +81,9 @@ def _more_sections(s: dict[str, Any]) -> list[str]:
         parts.append("\n" + _table(["conc.", "Turnout/Portkey req/s", "Turnout/LiteLLM req/s"],
                                    [[x["connections"], x["turnout_vs_portkey_rps"], x["turnout_vs_litellm_rps"]]
                                     for x in p["ratios"]]))
-        parts.append("\n" + _table(["gateway", "stream TTFT p50 ms", "RSS MiB"],
-                                   [[k, v["ttft_p50_ms"], p["rss_mb"].get(k, "")]
-                                    for k, v in p["stream_ttft"].items()]))
+        parts.append("\n" + _table(["gateway", "stream TTFT p50 ms", "failed streams", "RSS MiB"],
+                                   [[k, v["ttft_p50_ms"] if v["samples"] else "failed", v["errors"],
+                                     p["rss_mb"].get(k, "")] for k, v in p["stream_ttft"].items()]))
     return parts
 
 
