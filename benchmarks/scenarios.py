@@ -66,7 +66,9 @@ def running(*services: Service) -> Iterator[None]:
 
 def turnout(run: Run, features: feat.Features, upstreams: list[str]) -> tuple[Service, dict[str, str]]:
     """Start Turnout with a feature set; with admin on, create a tenant + key and return its auth."""
-    svc = start_turnout(feat.write_config(features, upstreams, run.workdir), run.sut_cpus)
+    state = run.workdir / f"turnout-{len(list(run.workdir.glob('turnout-*')))}"  # own admin db, spill, logs
+    state.mkdir()
+    svc = start_turnout(feat.write_config(features, upstreams, state), run.sut_cpus)
     run.note(svc)
     headers = {"Authorization": f"Bearer {feat.bootstrap_key(svc.url)}"} if features.admin else {}
     return svc, headers
