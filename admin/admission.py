@@ -10,6 +10,7 @@ If the quota store (Redis) is unreachable, admission fails closed (the error pro
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import secrets
@@ -59,12 +60,18 @@ class QuotaAdmission:
         self.catalogue = catalogue
         self.usage = usage
         self._clock = clock
+        # ids unique across processes and restarts without a syscall per request
+        self._id_prefix = secrets.token_hex(6)
+        self._ids = itertools.count()
+
+    def new_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):x}"
 
     async def admit(self, principal: Principal, estimate: Estimate) -> Ticket:
         scopes: tuple[Scope, ...] = principal.attributes.get(SCOPES_ATTR, ())
         price = self.catalogue.price(estimate.model)
         req = AdmitRequest(
-            req_id=f"{estimate.request_id}:{secrets.token_hex(4)}",
+            req_id=f"{estimate.request_id}:{self.new_id()}",
             scopes=scopes,
             tokens=estimate.prompt_tokens + estimate.max_output_tokens,
             cost_nusd=price.cost_nusd(estimate.prompt_tokens, estimate.max_output_tokens),
@@ -137,7 +144,7 @@ class AdmissionTicket:
         status: int, latency_s: float, cached: bool, stream: bool,
     ) -> None:
         self._owner.usage.record(UsageEvent(
-            id=secrets.token_hex(12), ts=self._owner._clock(), request_id=self.estimate.request_id,
+            id=self._owner.new_id(), ts=self._owner._clock(), request_id=self.estimate.request_id,
             tenant_id=self.principal.tenant, key_id=self.principal.key_id, model=model,
             deployment=deployment, prompt_tokens=prompt, completion_tokens=completion, cost_nusd=cost,
             status=status, latency_ms=math.ceil(latency_s * 1000), cached=cached, stream=stream,

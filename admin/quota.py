@@ -16,6 +16,7 @@ Semantics, identical for the in-memory store (one process) and the Redis store (
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -52,7 +53,13 @@ class Period:
 
 
 def period_of(kind: str, now: float) -> Period:
-    t = datetime.fromtimestamp(now, UTC)
+    """The budget period (UTC day or month) containing ``now``; cached per day."""
+    return _period_of_day(kind, int(now // 86400))
+
+
+@functools.lru_cache(maxsize=64)
+def _period_of_day(kind: str, day: int) -> Period:
+    t = datetime.fromtimestamp(day * 86400, UTC)
     if kind == "day":
         start = t.replace(hour=0, minute=0, second=0, microsecond=0)
         end = datetime.fromtimestamp(start.timestamp() + 86400, UTC)
@@ -132,14 +139,24 @@ class _Window:
 class _Ledger:
     spent: int
     reserved: dict[str, tuple[int, float]] = field(default_factory=dict)  # rid -> (cost, lease end)
+    reserved_total: int = 0
+    next_expiry: float = float("inf")
+
+    def reserve(self, rid: str, cost: int, lease_end: float) -> None:
+        self.reserved[rid] = (cost, lease_end)
+        self.reserved_total += cost
+        self.next_expiry = min(self.next_expiry, lease_end)
+
+    def drop(self, rid: str) -> None:
+        cost, _ = self.reserved.pop(rid, (0, 0.0))
+        self.reserved_total -= cost
 
     def purge(self, now: float) -> None:
+        if now < self.next_expiry:
+            return
         for rid in [r for r, (_, end) in self.reserved.items() if end <= now]:
-            del self.reserved[rid]
-
-    @property
-    def reserved_total(self) -> int:
-        return sum(c for c, _ in self.reserved.values())
+            self.drop(rid)
+        self.next_expiry = min((end for _, end in self.reserved.values()), default=float("inf"))
 
 
 @dataclass(slots=True)
@@ -197,7 +214,12 @@ class MemoryQuota:
             return Decision(False, "rpm", scope.id, st.rpm.retry_after(now))
         if lim.tpm is not None and st.tpm.total + req.tokens > lim.tpm:
             return Decision(False, "tpm", scope.id, st.tpm.retry_after(now))
-        for rid in [r for r, end in st.running.items() if end <= now]:
+        expired = []
+        for rid, end in st.running.items():  # insertion order is lease order (fixed lease)
+            if end > now:
+                break
+            expired.append(rid)
+        for rid in expired:
             del st.running[rid]
         if lim.concurrency is not None and len(st.running) + 1 > lim.concurrency:
             return Decision(False, "concurrency", scope.id, 1.0)
@@ -220,7 +242,7 @@ class MemoryQuota:
             st.running[req.req_id] = req.now + self._lease
         if lim.budget_usd is not None:
             ledger = st.ledgers[period_of(lim.budget_period, req.now).id]
-            ledger.reserved[req.req_id] = (req.cost_nusd, req.now + self._lease)
+            ledger.reserve(req.req_id, req.cost_nusd, req.now + self._lease)
 
     def _remaining(self, req: AdmitRequest) -> list[tuple[int | None, int | None]]:
         out: list[tuple[int | None, int | None]] = []
@@ -245,7 +267,7 @@ class MemoryQuota:
             ledger = st.ledgers.get(period_of(scope.limits.budget_period, req.now).id)
             if ledger is None:
                 continue
-            ledger.reserved.pop(req.req_id, None)
+            ledger.drop(req.req_id)
             if tokens is not None:
                 soft = round(scope.limits.budget_usd * scope.limits.soft_alert * 1e9)
                 before, ledger.spent = ledger.spent, ledger.spent + cost_nusd

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from admin.quota import WINDOW_S, AdmitRequest, Decision, Scope, SpentLoader, period_of
+from admin.redis_batch import ScriptBatcher
 
 _PURGE = """
 local function purge_window(z, w, s, cutoff)
@@ -196,8 +197,7 @@ class RedisQuota:
         self._prefix = prefix
         self._load = load_spent
         self._lease = lease
-        self._admit = redis.register_script(_ADMIT)
-        self._finish = redis.register_script(_FINISH)
+        self._batcher = ScriptBatcher(redis, {"admit": _ADMIT, "finish": _FINISH})
 
     def _keys(self, scope: Scope, now: float) -> list[str]:
         base = f"{self._prefix}q:{scope.id}:"
@@ -220,7 +220,7 @@ class RedisQuota:
         keys = [k for scope in req.scopes for k in self._keys(scope, req.now)]
         seeds: dict[str, int] = {}
         while True:
-            raw = await self._admit(keys=keys, args=self._args(req, seeds))
+            raw = await self._batcher.call("admit", keys, self._args(req, seeds))
             ok, reason, index, wait_ms = int(raw[0]), _text(raw[1]), int(raw[2]), int(raw[3])
             if reason != "load":
                 break
@@ -247,7 +247,7 @@ class RedisQuota:
             lim = scope.limits
             budget = -1 if lim.budget_usd is None else round(lim.budget_usd * 1e9)
             args += [budget, -1 if lim.budget_usd is None else round(lim.budget_usd * lim.soft_alert * 1e9)]
-        crossed = await self._finish(keys=keys, args=args)
+        crossed = await self._batcher.call("finish", keys, args)
         return [req.scopes[int(i) - 1].id for i in crossed]
 
     async def budget_state(self, scope: Scope, now: float) -> tuple[int, int] | None:

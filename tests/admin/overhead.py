@@ -1,0 +1,97 @@
+"""Admin overhead benchmark: req/s through one gateway process with the admin layer off, on
+with SQLite (in-process limits), and on with PostgreSQL + Redis (shared limits).
+
+    python -m tests.admin.overhead [--seconds 5] [--concurrency 32]
+
+Every request authenticates, passes RPM/TPM/concurrency/budget checks on both the key and the
+tenant, settles, and writes a usage event. The mock backend answers at once, so the numbers
+show gateway cost, not model time. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from tests.admin.cluster import ADMIN_KEY, Cluster
+
+BASE = """
+backends:
+  mock: {{kind: openai, url: "http://127.0.0.1:{mock_port}", model: mock-small}}
+models:
+  small: {{deployments: [mock], price: {{input_per_mtok: 0.1, output_per_mtok: 0.2}}}}
+"""
+SQLITE = """
+admin: {{database: "sqlite:///{tmp}/admin.db", admin_key: {key}, usage: {{spill_dir: "{tmp}/spill"}}}}
+"""
+LIMITS = {"rpm": 10**8, "tpm": 10**10, "concurrency": 10**5, "budget_usd": 10**6}
+CHAT = {"model": "small", "max_tokens": 16, "messages": [{"role": "user", "content": "hello"}]}
+
+
+async def drive(port: int, headers: dict[str, str], seconds: float, concurrency: int) -> float:
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        async def worker(end: float, counts: list[int]) -> None:
+            while time.monotonic() < end:
+                async with session.post(url, json=CHAT, headers=headers) as resp:
+                    await resp.read()
+                    counts.append(resp.status)
+
+        warm: list[int] = []
+        await asyncio.gather(*(worker(time.monotonic() + 1.0, warm) for _ in range(concurrency)))
+        counts: list[int] = []
+        start = time.monotonic()
+        await asyncio.gather(*(worker(start + seconds, counts) for _ in range(concurrency)))
+        elapsed = time.monotonic() - start
+        assert set(counts) == {200}, set(counts)
+        return len(counts) / elapsed
+
+
+async def provision(port: int) -> dict[str, str]:
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    base = f"http://127.0.0.1:{port}/admin/v1"
+    async with aiohttp.ClientSession(headers=headers) as s:
+        async with s.post(f"{base}/tenants", json={"id": "bench", "limits": LIMITS}) as r:
+            assert r.status == 201, await r.text()
+        async with s.post(f"{base}/tenants/bench/keys", json={"limits": LIMITS}) as r:
+            key = (await r.json())["key"]
+    return {"Authorization": f"Bearer {key}"}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="turnout-overhead-"))
+    cluster = Cluster(tmp, flush="1s")
+    rows = []
+    try:
+        cluster.start_mock()  # writes the PostgreSQL + Redis config
+        shared = cluster.config_path.read_text()
+        base = BASE.format(mock_port=cluster.mock_port)
+        for name, text in (("off", base),
+                           ("sqlite, in-process limits", base + SQLITE.format(tmp=tmp, key=ADMIN_KEY)),
+                           ("postgresql + redis", shared)):
+            cluster.config_path.write_text(text)
+            port = cluster.start_gateway()
+            headers = {} if name == "off" else asyncio.run(provision(port))
+            rows.append((name, asyncio.run(drive(port, headers, args.seconds, args.concurrency))))
+            cluster.stop_gateway(port)
+    finally:
+        cluster.close()
+    off = rows[0][1]
+    sys.stdout.write("| admin layer | req/s | vs off |\n|---|---|---|\n")
+    for name, rps in rows:
+        sys.stdout.write(f"| {name} | {rps:.0f} | {100 * (rps - off) / off:+.1f}% |\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
