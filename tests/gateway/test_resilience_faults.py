@@ -25,7 +25,9 @@ CONCURRENCY = 32
 
 
 def two_backend_yaml(good: str, bad: str, extra: str = "") -> str:
-    timeouts = "timeouts: {connect: 500ms, first_token: 300ms, idle: 1s, total: 600ms}"
+    # Generous enough that a loaded CI machine never times out the good deployment; a hang on
+    # the bad one still costs only first_token per attempt until its breaker opens.
+    timeouts = "timeouts: {connect: 500ms, first_token: 1s, idle: 2s, total: 3s}"
     return f"""
 backends:
   good: {{kind: openai, url: "{good}", model: m, {timeouts}}}
