@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--streams", type=int, default=200, help="sequential streams for TTFT")
     run.add_argument("--mode", choices=("closed", "open"), default="closed")
     run.add_argument("--rate", type=float, default=500.0, help="open loop: Poisson arrivals per second")
-    run.add_argument("--quick", action="store_true", help="2 s per point, fewer streams")
+    run.add_argument("--rounds", type=int, default=3, help="interleaved rounds per point (median reported)")
+    run.add_argument("--quick", action="store_true", help="2 s per point, 1 round, fewer streams")
     run.add_argument("--out", type=Path, default=None)
     return parser
 
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.strftime("%Y%m%d-%H%M%S")
     out = args.out or RESULTS / started
     with tempfile.TemporaryDirectory(prefix="turnout-bench-") as tmp:
-        ctx = scenarios.Run(sut, load, seconds, Path(tmp), log, args.mode, args.rate)
+        ctx = scenarios.Run(sut, load, seconds, Path(tmp), log, args.mode, args.rate, 1 if args.quick else args.rounds)
         results: dict[str, Any] = {"scenarios": {}}
         plan = {
             "overhead": lambda: scenarios.overhead(ctx, args.concurrency, args.upstream_ms),
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             results["scenarios"]["peers"] = scenarios.peer_comparison(ctx, args.peer_concurrency, streams)
         results["services"] = ctx.services
     results["meta"] = {"started": started, "cpus": os.cpu_count(), "cpu_model": _cpu_model(), "sut_cpus": sut,
-                       "load_cpus": load, "seconds": seconds, "mode": args.mode,
+                       "load_cpus": load, "seconds": seconds, "rounds": ctx.rounds, "mode": args.mode,
                        "rate": args.rate if args.mode == "open" else None, "python": sys.version.split()[0],
                        "argv": sys.argv[1:]}
     for path in report.write_all(out, results):

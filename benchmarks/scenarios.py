@@ -21,6 +21,7 @@ import orjson
 
 from benchmarks import features as feat
 from benchmarks import peers
+from benchmarks.interleave import Target, measure
 from benchmarks.load import LoadResult, run_wrk, stream_probe
 from benchmarks.procs import Service, start_mock, start_turnout
 
@@ -41,6 +42,7 @@ class Run:
     log: Callable[[str], None]
     mode: str = "closed"
     rate: float | None = None
+    rounds: int = 3
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def note(self, svc: Service) -> None:
@@ -74,10 +76,12 @@ def turnout(run: Run, features: feat.Features, upstreams: list[str]) -> tuple[Se
     return svc, headers
 
 
-def compare(direct: LoadResult, via: LoadResult) -> dict[str, Any]:
-    return {"connections": via.connections, "direct": direct.as_dict(), "turnout": via.as_dict(),
-            "added_p50_ms": round(via.p50_ms - direct.p50_ms, 3), "added_p99_ms": round(via.p99_ms - direct.p99_ms, 3),
-            "rps_ratio": round(via.rps / direct.rps, 3) if direct.rps else None}
+def compare(direct: LoadResult | dict[str, Any], via: LoadResult | dict[str, Any]) -> dict[str, Any]:
+    d = direct.as_dict() if isinstance(direct, LoadResult) else direct
+    v = via.as_dict() if isinstance(via, LoadResult) else via
+    return {"connections": v["connections"], "direct": d, "turnout": v,
+            "added_p50_ms": round(v["p50_ms"] - d["p50_ms"], 3), "added_p99_ms": round(v["p99_ms"] - d["p99_ms"], 3),
+            "rps_ratio": round(v["rps"] / d["rps"], 3) if d["rps"] else None}
 
 
 def overhead(run: Run, concurrencies: list[int], upstream_ms: list[float],
@@ -89,9 +93,10 @@ def overhead(run: Run, concurrencies: list[int], upstream_ms: list[float],
         mock = start_mock(run.load_cpus, first_token_ms=ms)
         gw, headers = turnout(run, features, [mock.url])
         with running(gw, mock):
-            for c in concurrencies:
-                direct = run.wrk("mock (direct)", mock, CHAT, c)
-                via = run.wrk("turnout", gw, CHAT, c, headers)
+            run.wrk("turnout warmup", gw, CHAT, 8, headers)
+            got = measure(run, [("mock (direct)", mock, {}), ("turnout", gw, headers)], CHAT, concurrencies,
+                          run.rounds)
+            for direct, via in zip(got["mock (direct)"], got["turnout"], strict=True):
                 rows.append({"upstream_ms": ms, **compare(direct, via)})
             memory[f"upstream_{ms:g}ms"] = round(gw.rss_mb(), 1)
     return {"features": features.name, "mode": run.mode, "rows": rows, "turnout_rss_mb": memory}
@@ -132,25 +137,23 @@ def _host_port(url: str) -> tuple[str, int]:
 
 def peer_comparison(run: Run, concurrencies: list[int], count: int) -> dict[str, Any]:
     peers.install(run.log)
-    run.log("peers: mock 0 ms; Turnout (production features), LiteLLM proxy, Portkey; same CPU placement")
+    run.log("peers: mock 0 ms; Turnout (production features), LiteLLM proxy, Portkey; same CPU, interleaved rounds")
     mock = start_mock(run.load_cpus)
-    rows: dict[str, list[dict[str, Any]]] = {"mock (direct)": [], "turnout": [], "litellm": [], "portkey": []}
-    memory: dict[str, float] = {}
-    stream: dict[str, Any] = {}
-    with running(mock):
-        for c in concurrencies:
-            rows["mock (direct)"].append(run.wrk("mock (direct)", mock, CHAT, c).as_dict())
+    targets: list[Target] = [("mock (direct)", mock, {})]
+    try:
         for name, start in (("turnout", None), ("litellm", peers.start_litellm), ("portkey", peers.start_portkey)):
             svc, headers = _start_peer(run, name, start, mock)
-            with running(svc):
-                run.wrk(f"{name} warmup", svc, CHAT, 8, headers)
-                for c in concurrencies:
-                    rows[name].append(run.wrk(name, svc, CHAT, c, headers).as_dict())
-                memory[name] = round(svc.rss_mb(), 1)
-                host, port = _host_port(svc.url)
-                stream[name] = asyncio.run(stream_probe(name, host, port, STREAM, count, headers)).as_dict()
-        host, port = _host_port(mock.url)
-        stream["mock (direct)"] = asyncio.run(stream_probe("mock", host, port, STREAM, count)).as_dict()
+            targets.append((name, svc, headers))
+            run.wrk(f"{name} warmup", svc, CHAT, 8, headers)
+        rows = measure(run, targets, CHAT, concurrencies, run.rounds)
+        memory = {name: round(svc.rss_mb(), 1) for name, svc, _ in targets[1:]}
+        stream = {}
+        for name, svc, headers in targets:
+            host, port = _host_port(svc.url)
+            stream[name] = asyncio.run(stream_probe(name, host, port, STREAM, count, headers)).as_dict()
+    finally:
+        for _, svc, _ in targets:
+            svc.stop()
     return {"rows": rows, "rss_mb": memory, "stream_ttft": stream, "ratios": _ratios(rows, concurrencies)}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks import features as feat
+from benchmarks.interleave import Target, measure
 from benchmarks.procs import start_mock
 from benchmarks.scenarios import CACHEABLE, CHAT, Run, compare, kill_after, metric_value, running, turnout
 
@@ -43,20 +44,21 @@ FEATURE_SETS = (feat.BASELINE, feat.METRICS, feat.ADMIN_ONLY, feat.PRODUCTION,
 
 
 def feature_matrix(run: Run, concurrencies: tuple[int, ...] = (1, 64)) -> dict[str, Any]:
-    run.log("features: each feature set against the same 0 ms mock")
+    run.log("features: every feature set started at once against the same 0 ms mock; interleaved rounds")
     mock = start_mock(run.load_cpus)
-    rows = []
-    with running(mock):
+    targets: list[Target] = []
+    try:
         for features in FEATURE_SETS:
             gw, headers = turnout(run, features, [mock.url])
-            with running(gw):
-                run.wrk(f"{features.name[:20]} warmup", gw, CHAT, 8, headers)
-                for c in concurrencies:
-                    res = run.wrk(features.name[:28], gw, CHAT, c, headers)
-                    rows.append({"features": features.name, **res.as_dict()})
-                rss = round(gw.rss_mb(), 1)
-            for row in rows[-len(concurrencies):]:
-                row["rss_mb"] = rss
+            targets.append((features.name, gw, headers))
+            run.wrk(f"{features.name[:20]} warmup", gw, CHAT, 8, headers)
+        got = measure(run, targets, CHAT, list(concurrencies), run.rounds)
+        rss = {name: round(svc.rss_mb(), 1) for name, svc, _ in targets}
+    finally:
+        for _, svc, _ in targets:
+            svc.stop()
+        mock.stop()
+    rows = [{**row, "features": name, "rss_mb": rss[name]} for name, per_c in got.items() for row in per_c]
     base = {r["connections"]: r for r in rows if r["features"] == feat.BASELINE.name}
     for row in rows:
         ref = base[row["connections"]]
