@@ -43,15 +43,27 @@ local function purge_reservations(bud, bres, bresc, now)
 end
 """
 
-# KEYS per scope (8): rpm zset, tpm zset, tpm weights, tpm sum, running zset, ledger hash,
-# reservation zset (lease end), reservation costs.
-# ARGV: now (-1: the Redis server's clock), rid, tokens, lease seconds, n, then per scope (7):
-# rpm, tpm, conc, budget, cost, seed_spent, ledger_ttl; then the window. -1 means unlimited /
-# unknown. Returns {ok, reason, scope index, retry ms, now, then per scope: rpm left, tpm left}.
+# KEYS: one key-name base per scope; the script derives its 8 keys: rpm zset, tpm zset, tpm
+# weights, tpm sum, running zset, ledger hash (per period), reservation zset (lease end),
+# reservation costs. Few arguments keep the client's encoding cost low (it dominates).
+# ARGV: now (-1: the Redis server's clock), rid, tokens, lease seconds, n, then per scope one
+# string "rpm tpm conc budget cost seed_spent ledger_ttl period"; then the window. -1 means
+# unlimited / unknown. Returns one string, cheap to parse:
+# "ok reason scope_index retry_ms now" then per scope "rpm_left tpm_left".
 _ADMIT = _PURGE + """
 local now, rid, tokens = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local lease, n = tonumber(ARGV[4]), tonumber(ARGV[5])
-local window = tonumber(ARGV[6 + 7 * n])
+local window = tonumber(ARGV[6 + n])
+local K, A = {}, {}
+for i = 1, n do
+  local f = {}
+  for v in string.gmatch(ARGV[5 + i], '%S+') do table.insert(f, v) end
+  local base, ledger = KEYS[i], KEYS[i] .. 'b:' .. f[8]
+  local names = {base .. 'rpm', base .. 'tpm', base .. 'tpmw', base .. 'tpms', base .. 'run',
+                 ledger, ledger .. ':res', ledger .. ':resc'}
+  for j = 1, 8 do K[(i - 1) * 8 + j] = names[j] end
+  for j = 1, 7 do A[5 + (i - 1) * 7 + j] = f[j] end
+end
 if now < 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -60,84 +72,84 @@ local lease_end = now + lease
 local rem = {}
 local function remaining(i)
   local k, a = (i - 1) * 8, 5 + (i - 1) * 7
-  local rpm, tpm = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local rpm, tpm = tonumber(A[a + 1]), tonumber(A[a + 2])
   local r, t = -1, -1
-  if rpm >= 0 then r = math.max(rpm - redis.call('ZCARD', KEYS[k + 1]), 0) end
-  if tpm >= 0 then t = math.max(tpm - (tonumber(redis.call('GET', KEYS[k + 4])) or 0), 0) end
+  if rpm >= 0 then r = math.max(rpm - redis.call('ZCARD', K[k + 1]), 0) end
+  if tpm >= 0 then t = math.max(tpm - (tonumber(redis.call('GET', K[k + 4])) or 0), 0) end
   return r, t
 end
 local function check(i)
   local k, a = (i - 1) * 8, 5 + (i - 1) * 7
-  local rpm, tpm, conc = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  local budget, cost = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
-  local seed, ttl = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
+  local rpm, tpm, conc = tonumber(A[a + 1]), tonumber(A[a + 2]), tonumber(A[a + 3])
+  local budget, cost = tonumber(A[a + 4]), tonumber(A[a + 5])
+  local seed, ttl = tonumber(A[a + 6]), tonumber(A[a + 7])
   if rpm >= 0 then
-    purge_window(KEYS[k + 1], nil, nil, now - window)
-    if redis.call('ZCARD', KEYS[k + 1]) + 1 > rpm then
-      local first = redis.call('ZRANGE', KEYS[k + 1], 0, 0, 'WITHSCORES')
+    purge_window(K[k + 1], nil, nil, now - window)
+    if redis.call('ZCARD', K[k + 1]) + 1 > rpm then
+      local first = redis.call('ZRANGE', K[k + 1], 0, 0, 'WITHSCORES')
       local wait = 1
       if #first > 0 then wait = tonumber(first[2]) + window - now end
       return {'rpm', wait}
     end
   end
   if tpm >= 0 then
-    purge_window(KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], now - window)
-    if (tonumber(redis.call('GET', KEYS[k + 4])) or 0) + tokens > tpm then
-      local first = redis.call('ZRANGE', KEYS[k + 2], 0, 0, 'WITHSCORES')
+    purge_window(K[k + 2], K[k + 3], K[k + 4], now - window)
+    if (tonumber(redis.call('GET', K[k + 4])) or 0) + tokens > tpm then
+      local first = redis.call('ZRANGE', K[k + 2], 0, 0, 'WITHSCORES')
       local wait = window
       if #first > 0 then wait = tonumber(first[2]) + window - now end
       return {'tpm', wait}
     end
   end
   if conc >= 0 then
-    redis.call('ZREMRANGEBYSCORE', KEYS[k + 5], '-inf', now)
-    if redis.call('ZCARD', KEYS[k + 5]) + 1 > conc then return {'concurrency', 1} end
+    redis.call('ZREMRANGEBYSCORE', K[k + 5], '-inf', now)
+    if redis.call('ZCARD', K[k + 5]) + 1 > conc then return {'concurrency', 1} end
   end
   if budget >= 0 then
-    if redis.call('HEXISTS', KEYS[k + 6], 'spent') == 0 then
+    if redis.call('HEXISTS', K[k + 6], 'spent') == 0 then
       if seed < 0 then return {'load', 0} end
-      redis.call('HSET', KEYS[k + 6], 'spent', seed, 'reserved', 0)
-      redis.call('EXPIRE', KEYS[k + 6], ttl)
+      redis.call('HSET', K[k + 6], 'spent', seed, 'reserved', 0)
+      redis.call('EXPIRE', K[k + 6], ttl)
     end
-    purge_reservations(KEYS[k + 6], KEYS[k + 7], KEYS[k + 8], now)
-    local spent = tonumber(redis.call('HGET', KEYS[k + 6], 'spent'))
-    local reserved = tonumber(redis.call('HGET', KEYS[k + 6], 'reserved')) or 0
+    purge_reservations(K[k + 6], K[k + 7], K[k + 8], now)
+    local spent = tonumber(redis.call('HGET', K[k + 6], 'spent'))
+    local reserved = tonumber(redis.call('HGET', K[k + 6], 'reserved')) or 0
     if spent >= budget or spent + reserved + cost > budget then return {'budget', ttl} end
   end
   return nil
 end
 local function commit(i)
   local k, a = (i - 1) * 8, 5 + (i - 1) * 7
-  local rpm, tpm, conc = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  local budget, cost, ttl = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), tonumber(ARGV[a + 7])
+  local rpm, tpm, conc = tonumber(A[a + 1]), tonumber(A[a + 2]), tonumber(A[a + 3])
+  local budget, cost, ttl = tonumber(A[a + 4]), tonumber(A[a + 5]), tonumber(A[a + 7])
   local life = math.ceil(window) + 1
   if rpm >= 0 then
-    redis.call('ZADD', KEYS[k + 1], now, rid)
-    redis.call('EXPIRE', KEYS[k + 1], life)
+    redis.call('ZADD', K[k + 1], now, rid)
+    redis.call('EXPIRE', K[k + 1], life)
   end
   if tpm >= 0 then
-    redis.call('ZADD', KEYS[k + 2], now, rid)
-    redis.call('HSET', KEYS[k + 3], rid, tokens)
-    redis.call('INCRBY', KEYS[k + 4], tokens)
-    for j = 2, 4 do redis.call('EXPIRE', KEYS[k + j], life) end
+    redis.call('ZADD', K[k + 2], now, rid)
+    redis.call('HSET', K[k + 3], rid, tokens)
+    redis.call('INCRBY', K[k + 4], tokens)
+    for j = 2, 4 do redis.call('EXPIRE', K[k + j], life) end
   end
   if conc >= 0 then
-    redis.call('ZADD', KEYS[k + 5], lease_end, rid)
-    redis.call('EXPIRE', KEYS[k + 5], math.ceil(lease_end - now) + 1)
+    redis.call('ZADD', K[k + 5], lease_end, rid)
+    redis.call('EXPIRE', K[k + 5], math.ceil(lease_end - now) + 1)
   end
   if budget >= 0 then
-    redis.call('HINCRBY', KEYS[k + 6], 'reserved', cost)
-    redis.call('ZADD', KEYS[k + 7], lease_end, rid)
-    redis.call('HSET', KEYS[k + 8], rid, cost)
-    redis.call('EXPIRE', KEYS[k + 7], ttl)
-    redis.call('EXPIRE', KEYS[k + 8], ttl)
+    redis.call('HINCRBY', K[k + 6], 'reserved', cost)
+    redis.call('ZADD', K[k + 7], lease_end, rid)
+    redis.call('HSET', K[k + 8], rid, cost)
+    redis.call('EXPIRE', K[k + 7], ttl)
+    redis.call('EXPIRE', K[k + 8], ttl)
   end
 end
-local out = {1, '', 0, 0, tostring(now)}
+local out = {1, '-', 0, 0, string.format('%.6f', now)}
 for i = 1, n do
   local refusal = check(i)
   if refusal then
-    out = {0, refusal[1], i, math.floor(refusal[2] * 1000), tostring(now)}
+    out = {0, refusal[1], i, math.floor(refusal[2] * 1000), string.format('%.6f', now)}
     break
   end
 end
@@ -147,33 +159,44 @@ for i = 1, n do
   table.insert(out, r)
   table.insert(out, t)
 end
-return out
+return table.concat(out, ' ')
 """
 
-# ARGV: rid, mode (settle|release), tokens, cost, n, then per scope (2): budget, soft threshold.
+# KEYS as for admit. ARGV: rid, mode (settle|release), tokens, cost, n, then per scope one
+# string "budget soft_threshold period".
 _FINISH = """
 local rid, mode, tokens, cost, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local crossed = {}
+local K, A = {}, {}
+for i = 1, n do
+  local f = {}
+  for v in string.gmatch(ARGV[5 + i], '%S+') do table.insert(f, v) end
+  local base, ledger = KEYS[i], KEYS[i] .. 'b:' .. f[3]
+  local names = {base .. 'rpm', base .. 'tpm', base .. 'tpmw', base .. 'tpms', base .. 'run',
+                 ledger, ledger .. ':res', ledger .. ':resc'}
+  for j = 1, 8 do K[(i - 1) * 8 + j] = names[j] end
+  for j = 1, 2 do A[5 + (i - 1) * 2 + j] = f[j] end
+end
 for i = 1, n do
   local k, a = (i - 1) * 8, 5 + (i - 1) * 2
-  local budget, soft = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  redis.call('ZREM', KEYS[k + 5], rid)
-  local old = redis.call('HGET', KEYS[k + 3], rid)
+  local budget, soft = tonumber(A[a + 1]), tonumber(A[a + 2])
+  redis.call('ZREM', K[k + 5], rid)
+  local old = redis.call('HGET', K[k + 3], rid)
   if old then
     local new = 0
     if mode == 'settle' then new = tokens end
-    redis.call('HSET', KEYS[k + 3], rid, new)
-    redis.call('INCRBY', KEYS[k + 4], new - tonumber(old))
+    redis.call('HSET', K[k + 3], rid, new)
+    redis.call('INCRBY', K[k + 4], new - tonumber(old))
   end
   if budget >= 0 then
-    local c = redis.call('HGET', KEYS[k + 8], rid)
+    local c = redis.call('HGET', K[k + 8], rid)
     if c then
-      redis.call('HDEL', KEYS[k + 8], rid)
-      redis.call('ZREM', KEYS[k + 7], rid)
-      redis.call('HINCRBY', KEYS[k + 6], 'reserved', -tonumber(c))
+      redis.call('HDEL', K[k + 8], rid)
+      redis.call('ZREM', K[k + 7], rid)
+      redis.call('HINCRBY', K[k + 6], 'reserved', -tonumber(c))
     end
-    if mode == 'settle' and redis.call('HEXISTS', KEYS[k + 6], 'spent') == 1 then
-      local after = redis.call('HINCRBY', KEYS[k + 6], 'spent', cost)
+    if mode == 'settle' and redis.call('HEXISTS', K[k + 6], 'spent') == 1 then
+      local after = redis.call('HINCRBY', K[k + 6], 'spent', cost)
       if after - cost < soft and after >= soft then table.insert(crossed, i) end
     end
   end
@@ -199,11 +222,11 @@ class RedisQuota:
         self._lease = lease
         self._batcher = ScriptBatcher(redis, {"admit": _ADMIT, "finish": _FINISH})
 
-    def _keys(self, scope: Scope, now: float) -> list[str]:
-        base = f"{self._prefix}q:{scope.id}:"
-        ledger = f"{base}b:{period_of(scope.limits.budget_period, now).id}"
-        return [f"{base}rpm", f"{base}tpm", f"{base}tpmw", f"{base}tpms", f"{base}run",
-                ledger, f"{ledger}:res", f"{ledger}:resc"]
+    def _base(self, scope: Scope) -> str:
+        return f"{self._prefix}q:{scope.id}:"
+
+    def _ledger_key(self, scope: Scope, now: float) -> str:
+        return f"{self._base(scope)}b:{period_of(scope.limits.budget_period, now).id}"
 
     def _args(self, req: AdmitRequest, seeds: dict[str, int]) -> list[Any]:
         now = -1 if self._server_time else req.now
@@ -212,22 +235,23 @@ class RedisQuota:
             lim = scope.limits
             period = period_of(lim.budget_period, req.now)
             budget = -1 if lim.budget_usd is None else round(lim.budget_usd * 1e9)
-            args += [_lim(lim.rpm), _lim(lim.tpm), _lim(lim.concurrency), budget, req.cost_nusd,
-                     seeds.get(scope.id, -1), int(period.end - req.now) + 2 * 86400]
+            args.append(f"{_lim(lim.rpm)} {_lim(lim.tpm)} {_lim(lim.concurrency)} {budget} "
+                        f"{req.cost_nusd} {seeds.get(scope.id, -1)} "
+                        f"{int(period.end - req.now) + 2 * 86400} {period.id}")
         return [*args, self._window]
 
     async def admit(self, req: AdmitRequest) -> Decision:
-        keys = [k for scope in req.scopes for k in self._keys(scope, req.now)]
+        keys = [self._base(scope) for scope in req.scopes]
         seeds: dict[str, int] = {}
         while True:
-            raw = await self._batcher.call("admit", keys, self._args(req, seeds))
-            ok, reason, index, wait_ms = int(raw[0]), _text(raw[1]), int(raw[2]), int(raw[3])
+            raw = _text(await self._batcher.call("admit", keys, self._args(req, seeds))).split()
+            ok, reason, index, wait_ms = int(raw[0]), raw[1], int(raw[2]), int(raw[3])
             if reason != "load":
                 break
             scope = req.scopes[index - 1]
             seeds[scope.id] = await self._load(scope, period_of(scope.limits.budget_period, req.now).start)
-        at = float(_text(raw[4]))
-        rest = [int(x) for x in raw[5:]]
+        at = float(raw[4])
+        rest = [int(float(x)) for x in raw[5:]]  # Lua may print big numbers as 1e+14
         remaining = [(_opt(rest[i]), _opt(rest[i + 1])) for i in range(0, len(rest), 2)]
         if ok:
             return Decision(True, remaining=remaining, at=at)
@@ -240,18 +264,19 @@ class RedisQuota:
     async def finish(
         self, req: AdmitRequest, tokens: int | None, cost_nusd: int, now: float,
     ) -> list[str]:
-        keys = [k for scope in req.scopes for k in self._keys(scope, req.now)]
+        keys = [self._base(scope) for scope in req.scopes]
         args: list[Any] = [req.req_id, "release" if tokens is None else "settle", tokens or 0,
                            cost_nusd, len(req.scopes)]
         for scope in req.scopes:
             lim = scope.limits
             budget = -1 if lim.budget_usd is None else round(lim.budget_usd * 1e9)
-            args += [budget, -1 if lim.budget_usd is None else round(lim.budget_usd * lim.soft_alert * 1e9)]
+            soft = -1 if lim.budget_usd is None else round(lim.budget_usd * lim.soft_alert * 1e9)
+            args.append(f"{budget} {soft} {period_of(lim.budget_period, req.now).id}")
         crossed = await self._batcher.call("finish", keys, args)
         return [req.scopes[int(i) - 1].id for i in crossed]
 
     async def budget_state(self, scope: Scope, now: float) -> tuple[int, int] | None:
-        spent, reserved = await self._redis.hmget(self._keys(scope, now)[5], "spent", "reserved")
+        spent, reserved = await self._redis.hmget(self._ledger_key(scope, now), "spent", "reserved")
         if spent is None:
             return None
         return int(spent), int(reserved or 0)
