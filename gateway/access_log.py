@@ -59,6 +59,8 @@ class AccessLog:
             "stream": out.stream if out is not None else None, "cache": obs.cache,
             "attempts": obs.attempts, "fallback": obs.fallback,
         }
+        if obs.first_byte:
+            line["ttft_ms"] = round((obs.first_byte - obs.started) * 1000, 3)
         if trace is not None:
             line["traceparent"] = trace
         if self._debug:

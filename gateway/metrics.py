@@ -41,11 +41,12 @@ class Observation:
     """What the pipeline learns about one request; the observe middleware reads it at the end.
     Written by pipeline.py/streaming.py, never read on the request path."""
 
-    __slots__ = ("attempts", "cache", "fallback", "first_byte", "hedge", "model", "outcome", "upstream_s",
+    __slots__ = ("attempts", "cache", "fallback", "first_byte", "hedge", "model", "outcome", "started", "upstream_s",
                  "upstream_ttft_s")
 
     def __init__(self) -> None:
         self.model = NO_LABEL
+        self.started = 0.0  # perf_counter at the start (set by the observe middleware)
         self.outcome: Outcome | None = None
         self.upstream_s = 0.0  # time spent awaiting the upstream (all attempts)
         self.upstream_ttft_s = 0.0  # streams: wait for the first upstream chunk (all attempts)

@@ -70,6 +70,7 @@ def make_observe(recorder: Recorder | None, access: AccessLog | None, tracer: Tr
             return await metrics_handler(request)
         started = perf()
         obs = request[OBSERVATION] = Observation()
+        obs.started = started
         span = tracer.start(request) if tracer is not None else None
         if recorder is not None:
             recorder.in_flight += 1

@@ -56,6 +56,7 @@ async def test_one_json_line_per_request(gateway: GatewayFactory, mock_upstream:
         assert first["completion_tokens"] == 12 and first["prompt_tokens"] > 0 and first["stream"] is False
         assert isinstance(first["latency_ms"], float) and first["latency_ms"] >= first["upstream_ms"] > 0
         assert streamed["stream"] is True and streamed["cache"] is None and streamed["attempts"] == 1
+        assert 0 < streamed["ttft_ms"] <= streamed["latency_ms"] and "ttft_ms" not in first
         assert missing["model"] == "none" and missing["deployment"] is None
 
 
