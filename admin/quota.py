@@ -85,7 +85,7 @@ class Decision:
     reason: str = ""  # rpm | tpm | concurrency | budget
     scope: str = ""
     retry_after: float = 0.0
-    # per scope: (requests remaining, tokens remaining); None where unlimited
+    # refusals only, per scope: (requests remaining, tokens remaining); None where unlimited
     remaining: list[tuple[int | None, int | None]] = field(default_factory=list)
     at: float = 0.0  # the clock reading the decision was made at
 
@@ -204,7 +204,7 @@ class MemoryQuota:
                 return refusal
         for scope in req.scopes:
             self._commit(scope, req)
-        return Decision(True, remaining=self._remaining(req), at=req.now)
+        return Decision(True, at=req.now)
 
     def _check(self, scope: Scope, req: AdmitRequest) -> Decision | None:
         lim, st, now = scope.limits, self._state(scope.id), req.now

@@ -15,7 +15,7 @@ from admin.quota import WINDOW_S, AdmitRequest, Decision, Scope, SpentLoader, pe
 from admin.redis_batch import ScriptBatcher
 
 _PURGE = """
-local function purge_window(z, w, s, cutoff)
+local function purge_window(z, w, cutoff)
   while true do
     local old = redis.call('ZRANGEBYSCORE', z, '-inf', cutoff, 'LIMIT', 0, 500)
     if #old == 0 then return end
@@ -24,32 +24,34 @@ local function purge_window(z, w, s, cutoff)
       local sum = 0
       for i = 1, #ws do sum = sum + (tonumber(ws[i]) or 0) end
       redis.call('HDEL', w, unpack(old))
-      redis.call('DECRBY', s, sum)
+      redis.call('HINCRBY', w, '_sum', -sum)
     end
     redis.call('ZREM', z, unpack(old))
   end
 end
 local function purge_reservations(bud, bres, bresc, now)
+  local total = 0
   while true do
     local old = redis.call('ZRANGEBYSCORE', bres, '-inf', now, 'LIMIT', 0, 500)
-    if #old == 0 then return end
+    if #old == 0 then return total end
     local cs = redis.call('HMGET', bresc, unpack(old))
     local sum = 0
     for i = 1, #cs do sum = sum + (tonumber(cs[i]) or 0) end
     redis.call('HDEL', bresc, unpack(old))
     redis.call('ZREM', bres, unpack(old))
     redis.call('HINCRBY', bud, 'reserved', -sum)
+    total = total + sum
   end
 end
 """
 
-# KEYS: one key-name base per scope; the script derives its 8 keys: rpm zset, tpm zset, tpm
-# weights, tpm sum, running zset, ledger hash (per period), reservation zset (lease end),
+# KEYS: one key-name base per scope; the script derives its keys: rpm zset, tpm zset, tpm
+# weights (+ field _sum), (unused), running zset, ledger hash (per period), reservation zset (lease end),
 # reservation costs. Few arguments keep the client's encoding cost low (it dominates).
 # ARGV: now (-1: the Redis server's clock), rid, tokens, lease seconds, n, then per scope one
 # string "rpm tpm conc budget cost seed_spent ledger_ttl period"; then the window. -1 means
 # unlimited / unknown. Returns one string, cheap to parse:
-# "ok reason scope_index retry_ms now" then per scope "rpm_left tpm_left".
+# "ok reason scope_index retry_ms now", then (refusals only) per scope "rpm_left tpm_left".
 _ADMIT = _PURGE + """
 local now, rid, tokens = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local lease, n = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -59,7 +61,7 @@ for i = 1, n do
   local f = {}
   for v in string.gmatch(ARGV[5 + i], '%S+') do table.insert(f, v) end
   local base, ledger = KEYS[i], KEYS[i] .. 'b:' .. f[8]
-  local names = {base .. 'rpm', base .. 'tpm', base .. 'tpmw', base .. 'tpms', base .. 'run',
+  local names = {base .. 'rpm', base .. 'tpm', base .. 'tpmw', base .. '-', base .. 'run',
                  ledger, ledger .. ':res', ledger .. ':resc'}
   for j = 1, 8 do K[(i - 1) * 8 + j] = names[j] end
   for j = 1, 7 do A[5 + (i - 1) * 7 + j] = f[j] end
@@ -69,13 +71,12 @@ if now < 0 then
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 local lease_end = now + lease
-local rem = {}
 local function remaining(i)
   local k, a = (i - 1) * 8, 5 + (i - 1) * 7
   local rpm, tpm = tonumber(A[a + 1]), tonumber(A[a + 2])
   local r, t = -1, -1
   if rpm >= 0 then r = math.max(rpm - redis.call('ZCARD', K[k + 1]), 0) end
-  if tpm >= 0 then t = math.max(tpm - (tonumber(redis.call('GET', K[k + 4])) or 0), 0) end
+  if tpm >= 0 then t = math.max(tpm - (tonumber(redis.call('HGET', K[k + 3], '_sum')) or 0), 0) end
   return r, t
 end
 local function check(i)
@@ -84,7 +85,7 @@ local function check(i)
   local budget, cost = tonumber(A[a + 4]), tonumber(A[a + 5])
   local seed, ttl = tonumber(A[a + 6]), tonumber(A[a + 7])
   if rpm >= 0 then
-    purge_window(K[k + 1], nil, nil, now - window)
+    purge_window(K[k + 1], nil, now - window)
     if redis.call('ZCARD', K[k + 1]) + 1 > rpm then
       local first = redis.call('ZRANGE', K[k + 1], 0, 0, 'WITHSCORES')
       local wait = 1
@@ -93,8 +94,8 @@ local function check(i)
     end
   end
   if tpm >= 0 then
-    purge_window(K[k + 2], K[k + 3], K[k + 4], now - window)
-    if (tonumber(redis.call('GET', K[k + 4])) or 0) + tokens > tpm then
+    purge_window(K[k + 2], K[k + 3], now - window)
+    if (tonumber(redis.call('HGET', K[k + 3], '_sum')) or 0) + tokens > tpm then
       local first = redis.call('ZRANGE', K[k + 2], 0, 0, 'WITHSCORES')
       local wait = window
       if #first > 0 then wait = tonumber(first[2]) + window - now end
@@ -106,14 +107,15 @@ local function check(i)
     if redis.call('ZCARD', K[k + 5]) + 1 > conc then return {'concurrency', 1} end
   end
   if budget >= 0 then
-    if redis.call('HEXISTS', K[k + 6], 'spent') == 0 then
+    local ledger = redis.call('HMGET', K[k + 6], 'spent', 'reserved')
+    if not ledger[1] then
       if seed < 0 then return {'load', 0} end
       redis.call('HSET', K[k + 6], 'spent', seed, 'reserved', 0)
       redis.call('EXPIRE', K[k + 6], ttl)
+      ledger = {seed, 0}
     end
-    purge_reservations(K[k + 6], K[k + 7], K[k + 8], now)
-    local spent = tonumber(redis.call('HGET', K[k + 6], 'spent'))
-    local reserved = tonumber(redis.call('HGET', K[k + 6], 'reserved')) or 0
+    local spent = tonumber(ledger[1])
+    local reserved = (tonumber(ledger[2]) or 0) - purge_reservations(K[k + 6], K[k + 7], K[k + 8], now)
     if spent >= budget or spent + reserved + cost > budget then return {'budget', ttl} end
   end
   return nil
@@ -130,8 +132,9 @@ local function commit(i)
   if tpm >= 0 then
     redis.call('ZADD', K[k + 2], now, rid)
     redis.call('HSET', K[k + 3], rid, tokens)
-    redis.call('INCRBY', K[k + 4], tokens)
-    for j = 2, 4 do redis.call('EXPIRE', K[k + j], life) end
+    redis.call('HINCRBY', K[k + 3], '_sum', tokens)
+    redis.call('EXPIRE', K[k + 2], life)
+    redis.call('EXPIRE', K[k + 3], life)
   end
   if conc >= 0 then
     redis.call('ZADD', K[k + 5], lease_end, rid)
@@ -153,11 +156,14 @@ for i = 1, n do
     break
   end
 end
-if out[1] == 1 then for i = 1, n do commit(i) end end
-for i = 1, n do
-  local r, t = remaining(i)
-  table.insert(out, r)
-  table.insert(out, t)
+if out[1] == 1 then
+  for i = 1, n do commit(i) end
+else
+  for i = 1, n do
+    local r, t = remaining(i)
+    table.insert(out, r)
+    table.insert(out, t)
+  end
 end
 return table.concat(out, ' ')
 """
@@ -172,7 +178,7 @@ for i = 1, n do
   local f = {}
   for v in string.gmatch(ARGV[5 + i], '%S+') do table.insert(f, v) end
   local base, ledger = KEYS[i], KEYS[i] .. 'b:' .. f[3]
-  local names = {base .. 'rpm', base .. 'tpm', base .. 'tpmw', base .. 'tpms', base .. 'run',
+  local names = {base .. 'rpm', base .. 'tpm', base .. 'tpmw', base .. '-', base .. 'run',
                  ledger, ledger .. ':res', ledger .. ':resc'}
   for j = 1, 8 do K[(i - 1) * 8 + j] = names[j] end
   for j = 1, 2 do A[5 + (i - 1) * 2 + j] = f[j] end
@@ -186,7 +192,7 @@ for i = 1, n do
     local new = 0
     if mode == 'settle' then new = tokens end
     redis.call('HSET', K[k + 3], rid, new)
-    redis.call('INCRBY', K[k + 4], new - tonumber(old))
+    redis.call('HINCRBY', K[k + 3], '_sum', new - tonumber(old))
   end
   if budget >= 0 then
     local c = redis.call('HGET', K[k + 8], rid)

@@ -63,8 +63,8 @@ async def test_tpm_counts_estimate_then_real_usage(make_quota: MakeQuota) -> Non
     assert (await q.admit(req(2, s, tokens=50))).reason == "tpm"
     await q.finish(first, 20, 0, T0)  # settled at 20 real tokens
     second = req(3, s, tokens=50)
-    decision = await q.admit(second)
-    assert decision.ok and decision.remaining == [(None, 30)]
+    assert (await q.admit(second)).ok
+    assert (await q.admit(req(5, s, tokens=31))).remaining == [(None, 30)]
     await q.finish(second, None, 0, T0)  # released: counts nothing
     assert (await q.admit(req(4, s, tokens=80))).ok
 
@@ -117,7 +117,9 @@ async def test_refusal_changes_nothing(make_quota: MakeQuota) -> None:
     assert (await q.admit(req(1, key, tenant))).ok
     refused = await q.admit(req(2, key, tenant))
     assert refused.reason == "rpm" and refused.scope == "t:x"
-    assert (await q.admit(req(3, key))).remaining == [(8, None)]  # only r1 and r3 counted
+    assert (await q.admit(req(3, key))).ok
+    refused = await q.admit(req(4, key, Scope("t:y", Limits(rpm=0))))
+    assert refused.remaining == [(8, None), (0, None)]  # key scope: only r1 and r3 counted
 
 
 async def test_budget_race_in_one_process(make_quota: MakeQuota) -> None:
