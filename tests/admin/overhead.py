@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -19,8 +20,10 @@ import time
 from pathlib import Path
 
 import aiohttp
+import redis
 
 from tests.admin.cluster import ADMIN_KEY, Cluster
+from tests.admin.conftest import REDIS_URL
 
 BASE = """
 backends:
@@ -35,7 +38,20 @@ LIMITS = {"rpm": 10**8, "tpm": 10**10, "concurrency": 10**5, "budget_usd": 10**6
 CHAT = {"model": "small", "max_tokens": 16, "messages": [{"role": "user", "content": "hello"}]}
 
 
-async def drive(port: int, headers: dict[str, str], seconds: float, concurrency: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_cpu() -> float:
+    info = redis.Redis.from_url(REDIS_URL).info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def drive(port: int, headers: dict[str, str], seconds: float, concurrency: int,
+                pid: int = 0) -> tuple[float, float, float]:
+    """(req/s, gateway CPU us per request, Redis server CPU us per request)."""
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         async def worker(end: float, counts: list[int]) -> None:
@@ -47,11 +63,14 @@ async def drive(port: int, headers: dict[str, str], seconds: float, concurrency:
         warm: list[int] = []
         await asyncio.gather(*(worker(time.monotonic() + 1.0, warm) for _ in range(concurrency)))
         counts: list[int] = []
+        cpu0, rcpu0 = cpu_seconds(pid), redis_cpu()
         start = time.monotonic()
         await asyncio.gather(*(worker(start + seconds, counts) for _ in range(concurrency)))
         elapsed = time.monotonic() - start
+        cpu, rcpu = cpu_seconds(pid) - cpu0, redis_cpu() - rcpu0
         assert set(counts) == {200}, set(counts)
-        return len(counts) / elapsed
+        n = len(counts)
+        return n / elapsed, cpu / n * 1e6, rcpu / n * 1e6
 
 
 async def provision(port: int) -> dict[str, str]:
@@ -74,6 +93,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="turnout-overhead-"))
     cluster = Cluster(tmp, flush="1s")
     results: dict[str, list[float]] = {}
+    cpus: dict[str, list[tuple[float, float]]] = {}
     try:
         cluster.start_mock()  # writes the PostgreSQL + Redis config
         shared = cluster.config_path.read_text()
@@ -88,17 +108,24 @@ def main() -> int:
                 cluster.config_path.write_text(text)
                 port = cluster.start_gateway()
                 headers = {} if name == "off" else asyncio.run(provision(port))
-                rps = asyncio.run(drive(port, headers, args.seconds, args.concurrency))
+                pid = cluster.gateways[port].pid
+                rps, cpu, rcpu = asyncio.run(drive(port, headers, args.seconds, args.concurrency, pid))
                 results.setdefault(name, []).append(rps)
+                cpus.setdefault(name, []).append((cpu, rcpu))
                 cluster.stop_gateway(port)
     finally:
         cluster.close()
     off = statistics.median(results["off"])
-    sys.stdout.write("| admin layer | req/s (median) | runs | vs off |\n|---|---|---|---|\n")
+    off_cpu = statistics.median(c for c, _ in cpus["off"])
+    sys.stdout.write("| admin layer | req/s (median) | runs | vs off | gateway CPU us/req | "
+                     "vs off | redis-server CPU us/req |\n|---|---|---|---|---|---|---|\n")
     for name, runs in results.items():
         med = statistics.median(runs)
+        cpu = statistics.median(c for c, _ in cpus[name])
+        rcpu = statistics.median(r for _, r in cpus[name])
         sys.stdout.write(f"| {name} | {med:.0f} | {', '.join(f'{r:.0f}' for r in runs)} | "
-                         f"{100 * (med - off) / off:+.1f}% |\n")
+                         f"{100 * (med - off) / off:+.1f}% | {cpu:.0f} | {100 * (cpu - off_cpu) / off_cpu:+.1f}% | "
+                         f"{rcpu:.0f} |\n")
     return 0
 
 
