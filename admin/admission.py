@@ -68,7 +68,7 @@ class QuotaAdmission:
         return f"{self._id_prefix}{next(self._ids):x}"
 
     async def admit(self, principal: Principal, estimate: Estimate) -> Ticket:
-        scopes: tuple[Scope, ...] = principal.attributes.get(SCOPES_ATTR, ())
+        scopes = tuple(s for s in principal.attributes.get(SCOPES_ATTR, ()) if s.limits.limited)
         price = self.catalogue.price(estimate.model)
         req = AdmitRequest(
             req_id=f"{estimate.request_id}:{self.new_id()}",

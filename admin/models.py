@@ -46,6 +46,11 @@ class Limits:
         if not 0 < self.soft_alert <= 1:
             raise ValueError("soft_alert must be in (0, 1]")
 
+    @property
+    def limited(self) -> bool:
+        """Whether any counter applies (model lists are checked by the gateway, not counted)."""
+        return any(v is not None for v in (self.rpm, self.tpm, self.concurrency, self.budget_usd))
+
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["models"] = sorted(self.models) if self.models is not None else None

@@ -14,196 +14,185 @@ from typing import Any
 from admin.quota import WINDOW_S, AdmitRequest, Decision, Scope, SpentLoader, period_of
 from admin.redis_batch import ScriptBatcher
 
-_PURGE = """
-local function purge_window(z, w, cutoff)
-  while true do
-    local old = redis.call('ZRANGEBYSCORE', z, '-inf', cutoff, 'LIMIT', 0, 500)
-    if #old == 0 then return end
-    if w then
-      local ws = redis.call('HMGET', w, unpack(old))
-      local sum = 0
-      for i = 1, #ws do sum = sum + (tonumber(ws[i]) or 0) end
-      redis.call('HDEL', w, unpack(old))
-      redis.call('HINCRBY', w, '_sum', -sum)
-    end
-    redis.call('ZREM', z, unpack(old))
-  end
-end
-local function purge_reservations(bud, bres, bresc, now)
-  local total = 0
-  while true do
-    local old = redis.call('ZRANGEBYSCORE', bres, '-inf', now, 'LIMIT', 0, 500)
-    if #old == 0 then return total end
-    local cs = redis.call('HMGET', bresc, unpack(old))
-    local sum = 0
-    for i = 1, #cs do sum = sum + (tonumber(cs[i]) or 0) end
-    redis.call('HDEL', bresc, unpack(old))
-    redis.call('ZREM', bres, unpack(old))
-    redis.call('HINCRBY', bud, 'reserved', -sum)
-    total = total + sum
-  end
+# Per scope the scripts derive, from one key-name base: <base>rpm (zset rid -> time),
+# <base>tpm (zset rid -> time), <base>tpmw (hash rid -> tokens, plus _sum), <base>run (zset
+# rid -> lease end), and per budget period <base>b:<period> (hash: spent, reserved,
+# r:<rid> -> reserved cost) with <base>b:<period>:res (zset rid -> lease end).
+# Few arguments keep the client's encoding cost low; few redis.call()s keep the server's.
+_SCOPES = """
+local function int(x) return string.format('%d', x) end
+local S = {}
+for i = 1, n do
+  local f = {}
+  for v in string.gmatch(ARGV[5 + i], '%S+') do f[#f + 1] = v end
+  local base = KEYS[i]
+  local ledger = base .. 'b:' .. f[1]
+  S[i] = {f = f, krpm = base .. 'rpm', ktpm = base .. 'tpm', ktpmw = base .. 'tpmw',
+          krun = base .. 'run', kled = ledger, kres = ledger .. ':res'}
 end
 """
 
-# KEYS: one key-name base per scope; the script derives its keys: rpm zset, tpm zset, tpm
-# weights (+ field _sum), (unused), running zset, ledger hash (per period), reservation zset (lease end),
-# reservation costs. Few arguments keep the client's encoding cost low (it dominates).
 # ARGV: now (-1: the Redis server's clock), rid, tokens, lease seconds, n, then per scope one
-# string "rpm tpm conc budget cost seed_spent ledger_ttl period"; then the window. -1 means
-# unlimited / unknown. Returns one string, cheap to parse:
-# "ok reason scope_index retry_ms now", then (refusals only) per scope "rpm_left tpm_left".
-_ADMIT = _PURGE + """
+# string "period rpm tpm conc budget cost seed_spent ledger_ttl", then the window; -1 means
+# unlimited / unknown. Returns one string, cheap to parse: "ok reason scope_index retry_ms now",
+# then (refusals only) per scope "rpm_left tpm_left".
+_ADMIT = """
 local now, rid, tokens = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local lease, n = tonumber(ARGV[4]), tonumber(ARGV[5])
 local window = tonumber(ARGV[6 + n])
-local K, A = {}, {}
-for i = 1, n do
-  local f = {}
-  for v in string.gmatch(ARGV[5 + i], '%S+') do table.insert(f, v) end
-  local base, ledger = KEYS[i], KEYS[i] .. 'b:' .. f[8]
-  local names = {base .. 'rpm', base .. 'tpm', base .. 'tpmw', base .. '-', base .. 'run',
-                 ledger, ledger .. ':res', ledger .. ':resc'}
-  for j = 1, 8 do K[(i - 1) * 8 + j] = names[j] end
-  for j = 1, 7 do A[5 + (i - 1) * 7 + j] = f[j] end
-end
 if now < 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 local lease_end = now + lease
-local function remaining(i)
-  local k, a = (i - 1) * 8, 5 + (i - 1) * 7
-  local rpm, tpm = tonumber(A[a + 1]), tonumber(A[a + 2])
-  local r, t = -1, -1
-  if rpm >= 0 then r = math.max(rpm - redis.call('ZCARD', K[k + 1]), 0) end
-  if tpm >= 0 then t = math.max(tpm - (tonumber(redis.call('HGET', K[k + 3], '_sum')) or 0), 0) end
-  return r, t
+""" + _SCOPES + """
+for i = 1, n do
+  local s, f = S[i], S[i].f
+  s.rpm, s.tpm, s.conc = tonumber(f[2]), tonumber(f[3]), tonumber(f[4])
+  s.budget, s.cost, s.seed, s.ttl = tonumber(f[5]), tonumber(f[6]), tonumber(f[7]), tonumber(f[8])
 end
-local function check(i)
-  local k, a = (i - 1) * 8, 5 + (i - 1) * 7
-  local rpm, tpm, conc = tonumber(A[a + 1]), tonumber(A[a + 2]), tonumber(A[a + 3])
-  local budget, cost = tonumber(A[a + 4]), tonumber(A[a + 5])
-  local seed, ttl = tonumber(A[a + 6]), tonumber(A[a + 7])
-  if rpm >= 0 then
-    purge_window(K[k + 1], nil, now - window)
-    if redis.call('ZCARD', K[k + 1]) + 1 > rpm then
-      local first = redis.call('ZRANGE', K[k + 1], 0, 0, 'WITHSCORES')
-      local wait = 1
-      if #first > 0 then wait = tonumber(first[2]) + window - now end
-      return {'rpm', wait}
-    end
+local function oldest(z, default)
+  local first = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
+  if #first > 0 then return tonumber(first[2]) + window - now end
+  return default
+end
+local function purge_tpm(s)
+  s.tsum = tonumber(redis.call('HGET', s.ktpmw, '_sum')) or 0
+  while true do
+    local old = redis.call('ZRANGEBYSCORE', s.ktpm, '-inf', now - window, 'LIMIT', 0, 500)
+    if #old == 0 then return end
+    local ws = redis.call('HMGET', s.ktpmw, unpack(old))
+    for j = 1, #ws do s.tsum = s.tsum - (tonumber(ws[j]) or 0) end
+    redis.call('HDEL', s.ktpmw, unpack(old))
+    redis.call('ZREM', s.ktpm, unpack(old))
+    s.tdirty = true
+    if #old < 500 then return end
   end
-  if tpm >= 0 then
-    purge_window(K[k + 2], K[k + 3], now - window)
-    if (tonumber(redis.call('HGET', K[k + 3], '_sum')) or 0) + tokens > tpm then
-      local first = redis.call('ZRANGE', K[k + 2], 0, 0, 'WITHSCORES')
-      local wait = window
-      if #first > 0 then wait = tonumber(first[2]) + window - now end
-      return {'tpm', wait}
-    end
+end
+local function purge_reservations(s)
+  while true do
+    local old = redis.call('ZRANGEBYSCORE', s.kres, '-inf', now, 'LIMIT', 0, 500)
+    if #old == 0 then return end
+    local fields = {}
+    for j = 1, #old do fields[j] = 'r:' .. old[j] end
+    local cs = redis.call('HMGET', s.kled, unpack(fields))
+    for j = 1, #cs do s.reserved = s.reserved - (tonumber(cs[j]) or 0) end
+    redis.call('HDEL', s.kled, unpack(fields))
+    redis.call('ZREM', s.kres, unpack(old))
+    s.bdirty = true
+    if #old < 500 then return end
   end
-  if conc >= 0 then
-    redis.call('ZREMRANGEBYSCORE', K[k + 5], '-inf', now)
-    if redis.call('ZCARD', K[k + 5]) + 1 > conc then return {'concurrency', 1} end
+end
+local function check(s)
+  if s.rpm >= 0 then
+    redis.call('ZREMRANGEBYSCORE', s.krpm, '-inf', now - window)
+    if redis.call('ZCARD', s.krpm) + 1 > s.rpm then return {'rpm', oldest(s.krpm, 1)} end
   end
-  if budget >= 0 then
-    local ledger = redis.call('HMGET', K[k + 6], 'spent', 'reserved')
+  if s.tpm >= 0 then
+    purge_tpm(s)
+    if s.tsum + tokens > s.tpm then return {'tpm', oldest(s.ktpm, window)} end
+  end
+  if s.conc >= 0 then
+    redis.call('ZREMRANGEBYSCORE', s.krun, '-inf', now)
+    if redis.call('ZCARD', s.krun) + 1 > s.conc then return {'concurrency', 1} end
+  end
+  if s.budget >= 0 then
+    local ledger = redis.call('HMGET', s.kled, 'spent', 'reserved')
     if not ledger[1] then
-      if seed < 0 then return {'load', 0} end
-      redis.call('HSET', K[k + 6], 'spent', seed, 'reserved', 0)
-      redis.call('EXPIRE', K[k + 6], ttl)
-      ledger = {seed, 0}
+      if s.seed < 0 then return {'load', 0} end
+      redis.call('HSET', s.kled, 'spent', int(s.seed), 'reserved', 0)
+      redis.call('EXPIRE', s.kled, s.ttl)
+      ledger = {s.seed, 0}
     end
-    local spent = tonumber(ledger[1])
-    local reserved = (tonumber(ledger[2]) or 0) - purge_reservations(K[k + 6], K[k + 7], K[k + 8], now)
-    if spent >= budget or spent + reserved + cost > budget then return {'budget', ttl} end
+    s.spent, s.reserved = tonumber(ledger[1]), tonumber(ledger[2]) or 0
+    purge_reservations(s)
+    if s.spent >= s.budget or s.spent + s.reserved + s.cost > s.budget then return {'budget', 1} end
   end
   return nil
 end
-local function commit(i)
-  local k, a = (i - 1) * 8, 5 + (i - 1) * 7
-  local rpm, tpm, conc = tonumber(A[a + 1]), tonumber(A[a + 2]), tonumber(A[a + 3])
-  local budget, cost, ttl = tonumber(A[a + 4]), tonumber(A[a + 5]), tonumber(A[a + 7])
+local function write_back(s)
+  if s.tdirty then redis.call('HSET', s.ktpmw, '_sum', int(s.tsum)) end
+  if s.bdirty then redis.call('HSET', s.kled, 'reserved', int(s.reserved)) end
+end
+local function commit(s)
   local life = math.ceil(window) + 1
-  if rpm >= 0 then
-    redis.call('ZADD', K[k + 1], now, rid)
-    redis.call('EXPIRE', K[k + 1], life)
+  if s.rpm >= 0 then
+    redis.call('ZADD', s.krpm, now, rid)
+    redis.call('EXPIRE', s.krpm, life)
   end
-  if tpm >= 0 then
-    redis.call('ZADD', K[k + 2], now, rid)
-    redis.call('HSET', K[k + 3], rid, tokens)
-    redis.call('HINCRBY', K[k + 3], '_sum', tokens)
-    redis.call('EXPIRE', K[k + 2], life)
-    redis.call('EXPIRE', K[k + 3], life)
+  if s.tpm >= 0 then
+    redis.call('ZADD', s.ktpm, now, rid)
+    redis.call('HSET', s.ktpmw, rid, tokens, '_sum', int(s.tsum + tokens))
+    redis.call('EXPIRE', s.ktpm, life)
+    redis.call('EXPIRE', s.ktpmw, life)
   end
-  if conc >= 0 then
-    redis.call('ZADD', K[k + 5], lease_end, rid)
-    redis.call('EXPIRE', K[k + 5], math.ceil(lease_end - now) + 1)
+  if s.conc >= 0 then
+    redis.call('ZADD', s.krun, lease_end, rid)
+    redis.call('EXPIRE', s.krun, math.ceil(lease) + 1)
   end
-  if budget >= 0 then
-    redis.call('HINCRBY', K[k + 6], 'reserved', cost)
-    redis.call('ZADD', K[k + 7], lease_end, rid)
-    redis.call('HSET', K[k + 8], rid, cost)
-    redis.call('EXPIRE', K[k + 7], ttl)
-    redis.call('EXPIRE', K[k + 8], ttl)
+  if s.budget >= 0 then
+    redis.call('HSET', s.kled, 'reserved', int(s.reserved + s.cost), 'r:' .. rid, int(s.cost))
+    redis.call('ZADD', s.kres, lease_end, rid)
+    redis.call('EXPIRE', s.kres, s.ttl)
   end
 end
 local out = {1, '-', 0, 0, string.format('%.6f', now)}
 for i = 1, n do
-  local refusal = check(i)
+  local refusal = check(S[i])
   if refusal then
     out = {0, refusal[1], i, math.floor(refusal[2] * 1000), string.format('%.6f', now)}
+    for j = 1, i do write_back(S[j]) end
     break
   end
 end
 if out[1] == 1 then
-  for i = 1, n do commit(i) end
+  for i = 1, n do commit(S[i]) end
 else
   for i = 1, n do
-    local r, t = remaining(i)
-    table.insert(out, r)
-    table.insert(out, t)
+    local s, r, t = S[i], -1, -1
+    if s.rpm >= 0 then r = math.max(s.rpm - redis.call('ZCARD', s.krpm), 0) end
+    if s.tpm >= 0 then
+      t = math.max(s.tpm - (tonumber(redis.call('HGET', s.ktpmw, '_sum')) or 0), 0)
+    end
+    out[#out + 1] = r
+    out[#out + 1] = t
   end
 end
 return table.concat(out, ' ')
 """
 
 # KEYS as for admit. ARGV: rid, mode (settle|release), tokens, cost, n, then per scope one
-# string "budget soft_threshold period".
+# string "period budget soft_threshold tpm_on conc_on". Returns the indexes of scopes whose
+# spend crossed their soft threshold.
 _FINISH = """
 local rid, mode, tokens, cost, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+""" + _SCOPES + """
 local crossed = {}
-local K, A = {}, {}
 for i = 1, n do
-  local f = {}
-  for v in string.gmatch(ARGV[5 + i], '%S+') do table.insert(f, v) end
-  local base, ledger = KEYS[i], KEYS[i] .. 'b:' .. f[3]
-  local names = {base .. 'rpm', base .. 'tpm', base .. 'tpmw', base .. '-', base .. 'run',
-                 ledger, ledger .. ':res', ledger .. ':resc'}
-  for j = 1, 8 do K[(i - 1) * 8 + j] = names[j] end
-  for j = 1, 2 do A[5 + (i - 1) * 2 + j] = f[j] end
-end
-for i = 1, n do
-  local k, a = (i - 1) * 8, 5 + (i - 1) * 2
-  local budget, soft = tonumber(A[a + 1]), tonumber(A[a + 2])
-  redis.call('ZREM', K[k + 5], rid)
-  local old = redis.call('HGET', K[k + 3], rid)
-  if old then
-    local new = 0
-    if mode == 'settle' then new = tokens end
-    redis.call('HSET', K[k + 3], rid, new)
-    redis.call('HINCRBY', K[k + 3], '_sum', new - tonumber(old))
+  local s, f = S[i], S[i].f
+  local budget, soft = tonumber(f[2]), tonumber(f[3])
+  if f[5] == '1' then redis.call('ZREM', s.krun, rid) end
+  if f[4] == '1' then
+    local w = redis.call('HMGET', s.ktpmw, rid, '_sum')
+    if w[1] then
+      local new = 0
+      if mode == 'settle' then new = tokens end
+      redis.call('HSET', s.ktpmw, rid, new, '_sum', int((tonumber(w[2]) or 0) + new - tonumber(w[1])))
+    end
   end
   if budget >= 0 then
-    local c = redis.call('HGET', K[k + 8], rid)
-    if c then
-      redis.call('HDEL', K[k + 8], rid)
-      redis.call('ZREM', K[k + 7], rid)
-      redis.call('HINCRBY', K[k + 6], 'reserved', -tonumber(c))
-    end
-    if mode == 'settle' and redis.call('HEXISTS', K[k + 6], 'spent') == 1 then
-      local after = redis.call('HINCRBY', K[k + 6], 'spent', cost)
-      if after - cost < soft and after >= soft then table.insert(crossed, i) end
+    local led = redis.call('HMGET', s.kled, 'r:' .. rid, 'spent', 'reserved')
+    if led[2] then
+      local held = tonumber(led[1]) or 0
+      local spent = tonumber(led[2])
+      local after = spent
+      if mode == 'settle' then after = spent + cost end
+      redis.call('HSET', s.kled, 'spent', int(after), 'reserved', int((tonumber(led[3]) or 0) - held))
+      if led[1] then
+        redis.call('HDEL', s.kled, 'r:' .. rid)
+        redis.call('ZREM', s.kres, rid)
+      end
+      if spent < soft and after >= soft then crossed[#crossed + 1] = i end
     end
   end
 end
@@ -241,9 +230,8 @@ class RedisQuota:
             lim = scope.limits
             period = period_of(lim.budget_period, req.now)
             budget = -1 if lim.budget_usd is None else round(lim.budget_usd * 1e9)
-            args.append(f"{_lim(lim.rpm)} {_lim(lim.tpm)} {_lim(lim.concurrency)} {budget} "
-                        f"{req.cost_nusd} {seeds.get(scope.id, -1)} "
-                        f"{int(period.end - req.now) + 2 * 86400} {period.id}")
+            args.append(f"{period.id} {_lim(lim.rpm)} {_lim(lim.tpm)} {_lim(lim.concurrency)} {budget} "
+                        f"{req.cost_nusd} {seeds.get(scope.id, -1)} {int(period.end - req.now) + 2 * 86400}")
         return [*args, self._window]
 
     async def admit(self, req: AdmitRequest) -> Decision:
@@ -277,7 +265,8 @@ class RedisQuota:
             lim = scope.limits
             budget = -1 if lim.budget_usd is None else round(lim.budget_usd * 1e9)
             soft = -1 if lim.budget_usd is None else round(lim.budget_usd * lim.soft_alert * 1e9)
-            args.append(f"{budget} {soft} {period_of(lim.budget_period, req.now).id}")
+            args.append(f"{period_of(lim.budget_period, req.now).id} {budget} {soft} "
+                        f"{int(lim.tpm is not None)} {int(lim.concurrency is not None)}")
         crossed = await self._batcher.call("finish", keys, args)
         return [req.scopes[int(i) - 1].id for i in crossed]
 
@@ -285,7 +274,7 @@ class RedisQuota:
         spent, reserved = await self._redis.hmget(self._ledger_key(scope, now), "spent", "reserved")
         if spent is None:
             return None
-        return int(spent), int(reserved or 0)
+        return int(float(spent)), int(float(reserved or 0))
 
 
 def _lim(value: int | None) -> int:
