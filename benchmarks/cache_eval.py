@@ -30,6 +30,7 @@ import numpy as np
 
 from cache.batcher import BatchingEmbedder
 from cache.build import load_embedder
+from cache.embedders import StaticEmbedder
 from cache.index import SemanticIndex
 from cache.semantic import SemanticCache
 from cache.stores import MemoryStore
@@ -54,10 +55,12 @@ def _load(path: Path, skip: int, limit: int | None) -> list[dict[str, Any]]:
 
 
 async def _run(rows: list[dict[str, Any]], mode: str, args: argparse.Namespace) -> list[Probe]:
-    batcher = BatchingEmbedder(load_embedder(args.embedder))
+    embedder = load_embedder(args.embedder)
+    batcher = BatchingEmbedder(embedder)
     index = SemanticIndex(batcher.dim, max(1, len(rows)) * 2)
+    static = embedder if isinstance(embedder, StaticEmbedder) else None
     sem = SemanticCache(MemoryStore(1 << 30), batcher, index,
-                        None if args.no_verifier else Verifier.load(), args.min_similarity)
+                        None if args.no_verifier else Verifier.load(static), args.min_similarity)
     keys = []
     for i, row in enumerate(rows):
         scope = "eval" if mode == "gptcache" else f"p{i}"

@@ -64,7 +64,8 @@ def _more_sections(s: dict[str, Any]) -> list[str]:
         f = s["failover"]
         parts.append("## Failover\n")
         parts.append(f"One of two deployments SIGKILLed at {f['kill_at_s']} s: {f['result']['requests']} requests, "
-                     f"{f['client_errors']} client-visible errors, {f['retries']:g} retries, p99 "
+                     f"{f['client_errors']} client-visible errors, {f['retries']:g} retries "
+                     f"({f['failed_attempts_on_killed']:g} failed attempts on the killed one), p99 "
                      f"{f['result']['p99_ms']} ms, {f['result']['rps']} req/s.\n")
     if "features" in s:
         parts.append("## Features on/off (0 ms upstream)\n")

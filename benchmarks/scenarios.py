@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
 import time
 import urllib.request
@@ -177,12 +178,19 @@ def _ratios(rows: dict[str, list[dict[str, Any]]], concurrencies: list[int]) -> 
     return out
 
 
-def metric_value(base: str, name: str) -> float:
-    """Sum of a metric's samples in Turnout's /metrics."""
+def metric_value(base: str, name: str, **labels: str) -> float:
+    """Sum of a metric's samples in Turnout's /metrics whose labels include ``labels``."""
     with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name) and not line.startswith("#"))
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name) or line.startswith("#"):
+            continue
+        sample, value = line.rsplit(" ", 1)
+        got = dict(re.findall(r'(\w+)="([^"]*)"', sample))
+        if sample.split("{", 1)[0] == name and all(got.get(k) == v for k, v in labels.items()):
+            total += float(value)
+    return total
 
 
 def kill_after(svc: Service, delay: float) -> threading.Timer:

@@ -1,0 +1,160 @@
+"""Exact-cache hit vs miss throughput through a real gateway (must-show: hit >= 5x miss req/s).
+
+    python -m benchmarks.cache_hit_speed [--seconds 10] [--connections 32] [--json out.json]
+
+Starts ``turnout mock-backend`` (0 ms first token, 0 ms per token) and ``turnout serve`` with an
+exact in-memory cache in front of it, then drives the gateway with ``wrk`` (POST, keep-alive)
+in the same run, one phase after the other:
+
+- ``hit``: the same deterministic body every time (after the first request, all exact hits);
+- ``miss``: a Lua counter makes every body unique, so each request is a cache lookup, an
+  upstream call and a cache write — the full cost of a miss.
+
+Gateway pinned to the last CPU, upstream and wrk to the others (taskset when present). The
+last stdout line is one JSON object with both req/s, latencies and their ratio. Needs
+/usr/bin/wrk; bounded to about ``2 * seconds + 10`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+WRK = shutil.which("wrk") or "/usr/bin/wrk"
+_HIT_LUA = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model": "chat", "temperature": 0, "messages": [{"role": "user", "content": "Capital of France?"}]}'
+"""
+_MISS_LUA = """counter = 0
+request = function()
+  counter = counter + 1
+  local body = '{"model": "chat", "temperature": 0, "messages": [{"role": "user", "content": "Question number '
+    .. counter .. ' from ' .. tostring(math.random(1e9)) .. '?"}]}'
+  return wrk.format("POST", "/v1/chat/completions", {["Content-Type"] = "application/json"}, body)
+end
+"""
+_CONFIG = """server: {{host: 127.0.0.1, port: {port}}}
+logging: {level: warning}
+backends:
+  up:
+    kind: openai
+    url: "http://127.0.0.1:{upstream}"
+    model: upstream-model
+models:
+  chat:
+    deployments: [up]
+cache:
+  store: memory
+  exact: {{ttl: 10m}}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _pinned(cmd: list[str], cpus: list[int]) -> list[str]:
+    return ["taskset", "-c", ",".join(map(str, cpus)), *cmd] if shutil.which("taskset") else cmd
+
+
+async def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30.0
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{url}: process exited with {proc.returncode}")
+            try:
+                async with http.get(url, timeout=aiohttp.ClientTimeout(total=1)) as resp:
+                    if resp.status < 500:
+                        return
+            except (TimeoutError, OSError, aiohttp.ClientError):
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url}: not ready after 30 s")
+
+
+def _wrk(url: str, lua: str, seconds: int, connections: int, cpus: list[int]) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
+        file.write(lua)
+    try:
+        cmd = _pinned([WRK, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", file.name, url], cpus)
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
+    finally:
+        os.unlink(file.name)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"requests_per_s": float(rps.group(1)) if rps else 0.0,
+            "p50": _match(r"50%\s+(\S+)", out), "p99": _match(r"99%\s+(\S+)", out),
+            "non_2xx": int(errors.group(1)) if errors else 0}
+
+
+def _match(pattern: str, text: str) -> str | None:
+    found = re.search(pattern, text)
+    return found.group(1) if found else None
+
+
+def _start(cmd: list[str], cpus: list[int]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(_pinned(cmd, cpus), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def run(seconds: int, connections: int) -> dict[str, Any]:
+    cpus = sorted(os.sched_getaffinity(0))
+    gateway_cpus, other_cpus = (cpus[-1:], cpus[:-1]) if len(cpus) > 1 else (cpus, cpus)
+    upstream, port = _free_port(), _free_port()
+    turnout = [sys.executable, "-m", "gateway.cli"]
+    mock = _start([*turnout, "mock-backend", "--port", str(upstream), "--first-token-ms", "0",
+                   "--tokens-per-s", "0", "--output-tokens", "16"], other_cpus)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as cfg:
+        cfg.write(_CONFIG.format(port=port, upstream=upstream))
+    gateway = _start([*turnout, "serve", "--config", cfg.name], gateway_cpus)
+    try:
+        asyncio.run(_wait_ready(f"http://127.0.0.1:{upstream}/v1/models", mock))
+        asyncio.run(_wait_ready(f"http://127.0.0.1:{port}/health", gateway))
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        hit = _wrk(url, _HIT_LUA, seconds, connections, other_cpus)
+        miss = _wrk(url, _MISS_LUA, seconds, connections, other_cpus)
+    finally:
+        for proc in (gateway, mock):
+            proc.terminate()
+            proc.wait(10)
+        os.unlink(cfg.name)
+    ratio = hit["requests_per_s"] / miss["requests_per_s"] if miss["requests_per_s"] else 0.0
+    return {"hit": hit, "miss": miss, "hit_over_miss": round(ratio, 2), "seconds": seconds,
+            "connections": connections, "gateway_cpus": gateway_cpus, "load_cpus": other_cpus,
+            "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    result = run(args.seconds, args.connections)
+    sys.stderr.write(f"hit {result['hit']['requests_per_s']:.0f} req/s, miss "
+                     f"{result['miss']['requests_per_s']:.0f} req/s: x{result['hit_over_miss']}\n")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
