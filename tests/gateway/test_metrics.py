@@ -3,11 +3,19 @@ traceparent propagation to a real upstream."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
+import urllib.request
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -220,3 +228,42 @@ def test_otel_without_the_package_is_a_clear_startup_error() -> None:
     cfg = load_text(openai_yaml("http://127.0.0.1:9") + "\nobservability: {tracing: {otel: true}}\n")
     with pytest.raises(RuntimeError, match="OpenTelemetry is not installed"):
         create_app(cfg)
+
+
+def test_two_workers_share_one_metrics_view(tmp_path: Path) -> None:
+    """``serve --workers 2``: the supervisor's PROMETHEUS_MULTIPROC_DIR lets either worker's
+    /metrics count the requests both served; the directory is removed on exit."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "TMPDIR": str(tmp_path)})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base)
+        body = orjson.dumps({"model": "mock-small", "messages": [{"role": "user", "content": "hi"}]})
+        for _ in range(12):  # new connection each: SO_REUSEPORT spreads them over both workers
+            req = urllib.request.Request(f"{base}/v1/chat/completions", data=body,
+                                         headers={"Content-Type": "application/json", "Connection": "close"})
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                assert resp.status == 200
+        threading.Event().wait(1.5)  # > flush_interval: both workers have published
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        total = sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                    if s.name == "turnout_requests_total" and s.labels.get("model") == "mock-small")
+        assert total == 12
+        assert list(tmp_path.glob("turnout-metrics-*"))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert not list(tmp_path.glob("turnout-metrics-*"))
+
+
+def _wait_ready(base: str) -> None:
+    for _ in range(100):
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=1):
+                return
+        except OSError:
+            threading.Event().wait(0.1)
+    raise AssertionError("gateway did not start")
