@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -35,8 +36,19 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 log = logging.getLogger("turnout.gateway")
 
 
-def new_request_id() -> str:
-    return os.urandom(12).hex()
+class RequestIds:
+    """Request ids without a syscall per request: a random per-process prefix (so workers and
+    restarts never collide) followed by a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(6).hex()
+        self._next = itertools.count(1).__next__
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{self._next():012x}"
+
+
+new_request_id = RequestIds()
 
 
 def principal_of(request: web.Request) -> Principal:

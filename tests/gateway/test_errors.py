@@ -46,3 +46,12 @@ def test_all_failed_prefers_client_errors_then_timeouts() -> None:
     assert to_http(AllAttemptsFailed("m", errors)).status == 400
     assert to_http(AllAttemptsFailed("m", [NoHealthyDeployment("m")])).status == 503
     assert to_http(AllAttemptsFailed("m", [])).status == 503
+
+
+def test_request_ids_are_unique_and_per_process_prefixed() -> None:
+    from gateway.middleware import RequestIds
+
+    a, b = RequestIds(), RequestIds()
+    ids = {a() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert a()[:12] != b()[:12]
