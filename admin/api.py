@@ -169,10 +169,13 @@ async def _budget(state: AdminState, scope: Scope) -> dict[str, Any]:
     period = period_of(scope.limits.budget_period, now)
     live = await state.quota.budget_state(scope, now)
     settled = await state.store.spent_since(scope.kind, scope.subject, period.start)
+    spent = live[0] if live else settled
+    budget = scope.limits.budget_usd
     return {
-        "scope": scope.id, "budget_usd": scope.limits.budget_usd, "period": scope.limits.budget_period,
+        "scope": scope.id, "budget_usd": budget, "period": scope.limits.budget_period,
+        "alert": budget is not None and nano_to_usd(spent) >= budget * scope.limits.soft_alert,
         "period_id": period.id, "soft_alert": scope.limits.soft_alert,
-        "spent_usd": nano_to_usd(live[0] if live else settled),
+        "spent_usd": nano_to_usd(spent),
         "reserved_usd": nano_to_usd(live[1] if live else 0),
         "recorded_usd": nano_to_usd(settled),
     }

@@ -121,6 +121,7 @@ async def test_budget_stops_and_usage_is_metered(client: Client) -> None:
     assert (await resp.json())["error"]["type"] == "insufficient_quota"
     budget = await (await client.get("/admin/v1/tenants/acme/budget", headers=ADMIN)).json()
     assert budget["spent_usd"] <= 60 and budget["reserved_usd"] == 0
+    assert budget["alert"] == (budget["spent_usd"] >= 48)
     await asyncio.sleep(0.3)  # one flush interval
     usage = await (await client.get("/admin/v1/usage?tenant=acme&group_by=model", headers=ADMIN)).json()
     row = usage["data"][0]
