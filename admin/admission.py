@@ -5,7 +5,7 @@ The reservation is the most the request can cost: prompt tokens + ``max_output_t
 gateway passes the request's max_tokens, or the model's limit) at the model's catalogue
 price. Settle charges the real usage (0 USD for cache hits: nothing ran upstream; the tokens
 are still metered). A ticket finishes once; a second settle/release is ignored.
-If the quota store (Redis) is unreachable, admission fails closed (the error propagates).
+If the quota store (Redis) is unreachable, admission fails closed: 503 ``QuotaUnavailable``.
 """
 
 from __future__ import annotations
@@ -17,15 +17,25 @@ import secrets
 import time
 from collections.abc import Callable
 
+from redis.exceptions import RedisError
+
 from admin.auth import SCOPES_ATTR
 from admin.models import UsageEvent
 from admin.pricing import Catalogue, TokenPrice
 from admin.quota import AdmitRequest, Decision, QuotaStore, Scope
 from admin.usage import UsageRecorder
-from gateway.errors import BudgetExceeded, RateLimited
+from gateway.errors import BudgetExceeded, GatewayError, RateLimited
 from gateway.interfaces import Estimate, Outcome, Principal, Ticket
 
 log = logging.getLogger("turnout.admin.admission")
+
+
+class QuotaUnavailable(GatewayError):
+    """Limits and budgets cannot be checked (Redis down): refuse rather than overspend."""
+
+    status = 503
+    error_type = "service_unavailable"
+    code = "quota_store_unavailable"
 
 
 def ratelimit_headers(decision: Decision, scopes: tuple[Scope, ...]) -> dict[str, str]:
@@ -78,7 +88,11 @@ class QuotaAdmission:
             now=self._clock(),
         )
         if scopes:
-            decision = await self.quota.admit(req)
+            try:
+                decision = await self.quota.admit(req)
+            except (OSError, RedisError) as exc:
+                log.error("quota store unavailable: %s", exc)
+                raise QuotaUnavailable("rate limits and budgets cannot be checked right now") from exc
             if not decision.ok:
                 raise self._refusal(decision, scopes)
         return AdmissionTicket(self, principal, estimate, req, price)

@@ -74,3 +74,20 @@ async def test_refusals_map_to_openai_errors(setup: Setup) -> None:
         await admission.admit(p2, Estimate("m", 10, 20, "r3"))
     assert budget.value.code == "insufficient_quota" and budget.value.retry_after
     assert usage.pending() == 1  # the released ticket's event (status 502)
+
+
+async def test_unreachable_redis_fails_closed_with_503(tmp_path: Path) -> None:
+    import redis.asyncio as aioredis
+
+    from admin.admission import QuotaUnavailable
+    from admin.quota_redis import RedisQuota
+    from gateway.errors import to_http
+    from tests.admin.cluster import free_port
+
+    client = aioredis.Redis(port=free_port(), socket_connect_timeout=0.5)
+    usage = UsageRecorder(lambda events: None, tmp_path)  # type: ignore[arg-type,return-value]
+    admission = QuotaAdmission(RedisQuota(client, "x:", no_spend), Catalogue({}), usage)
+    with pytest.raises(QuotaUnavailable) as info:
+        await admission.admit(principal(Limits(rpm=1), Limits()), Estimate("m", 1, 1, "r"))
+    assert to_http(info.value).status == 503
+    await client.aclose()
