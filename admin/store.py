@@ -7,6 +7,7 @@ Contracts: the secret of a key never reaches this module except to be hashed by 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from admin.db import Database, Row, fetchone
 from admin.errors import Conflict, InvalidRequest, NotFound
 from admin.models import ApiKey, Limits, Tenant, UsageEvent
 
+_TENANT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _KEY_COLUMNS = "id, tenant_id, hash, name, limits, created_at, expires_at, revoked_at, replaced_by"
 _GROUPS = {"tenant": "tenant_id", "key": "key_id", "model": "model", "day": "day"}
 
@@ -50,8 +52,8 @@ class Store:
 
     # -- tenants -------------------------------------------------------------------------
     async def create_tenant(self, tenant_id: str, name: str, limits: Limits) -> Tenant:
-        if not tenant_id or len(tenant_id) > 64:
-            raise InvalidRequest("tenant id must be 1-64 characters")
+        if not _TENANT_ID.match(tenant_id):
+            raise InvalidRequest("tenant id must be 1-64 characters of A-Z a-z 0-9 . _ -")
         if await self.tenant(tenant_id) is not None:
             raise Conflict(f"tenant {tenant_id!r} exists")
         now = time.time()

@@ -7,7 +7,7 @@ import pytest
 
 from admin import keygen
 from admin.db import Database, connect
-from admin.errors import Conflict, NotFound
+from admin.errors import Conflict, InvalidRequest, NotFound
 from admin.migrations import MIGRATIONS, migrate
 from admin.models import Limits, UsageEvent
 from admin.store import Store, day_of
@@ -33,6 +33,9 @@ async def test_tenant_and_key_lifecycle(store: Store) -> None:
     assert got is not None and got[0].limits.tpm == 100 and got[1].limits.rpm == 10
     with pytest.raises(NotFound):
         await store.create_key("nobody")
+    for bad in ("", "a b", "x" * 65, "t/1"):
+        with pytest.raises(InvalidRequest):
+            await store.create_tenant(bad, "bad", Limits())
 
 
 async def test_rotate_gives_grace_then_revoke(store: Store) -> None:
