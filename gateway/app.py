@@ -3,9 +3,12 @@
 Lifetimes (aiohttp runs cleanup_ctx startups first, in order, and their cleanups in reverse):
   1. ``_core_ctx``: the process's one ClientSession and the first Runtime; closed last.
   2. plug-in contexts (cache, admin): their stores, pools and flush tasks.
-  3. on_startup ``_build_pipeline``: after every context, so it sees the plug-ins' objects.
-  on_shutdown ``_drain``: in-flight handlers are already done (runner shutdown_timeout); waits
-  for background bookkeeping before any plug-in context closes its store.
+  3. ``_drain_ctx``, appended last: nothing at startup; its cleanup runs FIRST.
+  4. on_startup ``_build_pipeline``: after every context, so it sees the plug-ins' objects.
+Shutdown (aiohttp AppRunner.cleanup): sites stop accepting → on_shutdown signal → in-flight
+handlers get ``grace_period`` → cleanups in reverse. on_shutdown runs BEFORE in-flight handlers
+finish, so background bookkeeping is drained in ``_drain_ctx``'s cleanup instead: after the
+last handler, before any plug-in context closes the store that bookkeeping writes to.
 Middleware order, outermost first:
   envelope (request id, every error → OpenAI JSON) → auth (only when configured) → handler.
 The body limit is aiohttp's ``client_max_size`` (a 413 raised on read, mapped by envelope).
@@ -50,8 +53,8 @@ def create_app(cfg: GatewayConfig) -> web.Application:
         importlib.import_module("admin.plugin").setup(app, cfg)
     if not isinstance(app[AUTHENTICATOR], OpenAuthenticator):
         app.middlewares.append(make_auth())
+    app.cleanup_ctx.append(_drain_ctx)
     app.on_startup.append(_build_pipeline)
-    app.on_shutdown.append(_drain)
     add_routes(app)
     add_status_route(app)
     return app
@@ -81,5 +84,6 @@ async def _build_pipeline(app: web.Application) -> None:
     app[PIPELINE] = Pipeline(app[RUNTIME], app[TASKS], TokenCounter(), app[ADMISSION], app[RESPONSE_CACHE])
 
 
-async def _drain(app: web.Application) -> None:
+async def _drain_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
     await app[TASKS].drain(DRAIN_TIMEOUT_S)
