@@ -131,7 +131,7 @@ class H1Connection(asyncio.Protocol):
         self.max_buffer = 0  # 0: unbounded (whole-body reads)
         self._body: list[bytes] = []
         self._buffered = 0
-        self._paused = False
+        self.paused = False
         self.on_done: Callable[[H1Connection], None] | None = None
 
     # ---- request side -------------------------------------------------------------------
@@ -174,8 +174,8 @@ class H1Connection(asyncio.Protocol):
             await self._wait()
         body, self._body = self._body, []
         self._buffered = 0
-        if self._paused and self.transport is not None:
-            self._paused = False
+        if self.paused and self.transport is not None:
+            self.paused = False
             self.transport.resume_reading()
         return body[0] if len(body) == 1 else b"".join(body)
 
@@ -266,8 +266,8 @@ class H1Connection(asyncio.Protocol):
         self._body.append(body)
         if self.max_buffer:
             self._buffered += len(body)
-            if self._buffered > self.max_buffer and not self._paused and self.transport is not None:
-                self._paused = True
+            if self._buffered > self.max_buffer and not self.paused and self.transport is not None:
+                self.paused = True
                 self.transport.pause_reading()
         self._wake()
 
