@@ -48,7 +48,7 @@ request = function()
 end
 """
 _CONFIG = """server: {{host: 127.0.0.1, port: {port}}}
-logging: {level: warning}
+logging: {{level: warning}}
 backends:
   up:
     kind: openai
@@ -101,12 +101,12 @@ def _wrk(url: str, lua: str, seconds: int, connections: int, cpus: list[int]) ->
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"requests_per_s": float(rps.group(1)) if rps else 0.0,
-            "p50": _match(r"50%\s+(\S+)", out), "p99": _match(r"99%\s+(\S+)", out),
+            "p50": _match(r"^\s+50%\s+(\S+)", out), "p99": _match(r"^\s+99%\s+(\S+)", out),
             "non_2xx": int(errors.group(1)) if errors else 0}
 
 
 def _match(pattern: str, text: str) -> str | None:
-    found = re.search(pattern, text)
+    found = re.search(pattern, text, re.MULTILINE)
     return found.group(1) if found else None
 
 

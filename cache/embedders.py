@@ -82,6 +82,16 @@ class StaticEmbedder:
     def dim(self) -> int:
         return int(self._table.shape[1])
 
+    @property
+    def table(self) -> npt.NDArray[np.float32]:
+        """(vocab, dim) unit token vectors; read-only by contract."""
+        return self._table
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's ``tokenizers.Tokenizer`` (no padding, no truncation)."""
+        return self._tok
+
     def encode(self, texts: list[str]) -> Vectors:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for i, enc in enumerate(self._tok.encode_batch(texts, add_special_tokens=False)):

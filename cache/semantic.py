@@ -19,7 +19,7 @@ from cache.embedders import Vectors
 from cache.index import Entry, SemanticIndex
 from cache.stores import Store
 from cache.sync import EntryMeta, IndexSync
-from cache.verifier import Verifier, parse
+from cache.verifier import Verifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +31,7 @@ class Candidate:
 
 class SemanticCache:
     def __init__(self, store: Store, embedder: BatchingEmbedder, index: SemanticIndex,
-                 verifier: Verifier | None, min_similarity: float, top_k: int = 4,
+                 verifier: Verifier | None, min_similarity: float, top_k: int = 4, verify_k: int = 2,
                  sync: IndexSync | None = None, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.embedder = embedder
@@ -39,6 +39,7 @@ class SemanticCache:
         self.verifier = verifier
         self.min_similarity = min_similarity
         self.top_k = top_k
+        self.verify_k = verify_k  # candidates the verifier scores (~0.2 ms each, on the loop)
         self.sync = sync
         self._clock = clock
 
@@ -47,12 +48,13 @@ class SemanticCache:
         vec = vector if vector is not None else await self.embedder.embed(text)
         found = self.index.search(scope, vec, self.top_k)
         best: Candidate | None = None
-        query = parse(text) if found else None
-        for entry, sim in found:
-            if sim < self.min_similarity:
+        verifier = self.verifier
+        query = verifier.prepare(text) if verifier is not None and found else None
+        for rank, (entry, sim) in enumerate(found):
+            if sim < self.min_similarity or (verifier is not None and rank >= self.verify_k):
                 break
-            score = sim if self.verifier is None or query is None else (
-                self.verifier.score_parsed(entry.parsed, query, sim))
+            score = sim if verifier is None or query is None else (
+                verifier.score_prepared(verifier.prepare(entry.text), query))
             if best is None or score > best.score:
                 best = Candidate(entry, sim, score)
         return best
@@ -70,6 +72,8 @@ class SemanticCache:
 
     async def put(self, scope: str, text: str, body: bytes, ttl: float) -> str:
         vec = await self.embedder.embed(text)
+        if self.verifier is not None:
+            self.verifier.prepare(text)  # warm the verifier's memo off the lookup path
         same = [e for e, _ in self.index.search(scope, vec, 2) if e.text == text]
         key = same[0].key if same else f"{scope}|s|{uuid.uuid4().hex}"
         expires = self._clock() + ttl

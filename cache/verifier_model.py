@@ -1,0 +1,237 @@
+"""The learned part of the verifier: pair features and a numpy MLP ensemble.
+
+Contract: ``PairModel.score(a, b)`` is the probability that ``a`` and ``b`` ask the same
+question, from features that capture what changed between them:
+
+- lexical: word/content/trigram/bigram overlap, question word, entities,
+  numbers present in one text only, lengths, first/last word agreement;
+- word alignment: for each content word of one text, its best cosine match among the other's
+  (static token vectors); min, mean, share below 0.5/0.7 and the rarest unmatched word — an
+  unmatched concept is the classic near-miss signal;
+- sentence vectors of both texts as ``[|u-v|, u*v]``, from the static MiniLM token table with
+  SIF weighting (family ``mlp``) and from a learned token weighting + projection (``proj``).
+
+The score is the geometric mean of the two families' mean probabilities. Weights come from
+``cache/verifier_train.py`` (torch, CPU) and ship as ``verifier_model.npz``; inference is
+numpy only, ~0.1 ms per pair. ``TokenSpace`` needs the distilled static table
+(``StaticEmbedder``) whatever embedder the first stage uses, so scores do not depend on it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from cache.embedders import StaticEmbedder
+from cache.verifier_text import Parsed, jaccard, parse
+
+MODEL_FILE = Path(__file__).with_name("verifier_model.npz")
+SIF_A = 1e-3
+MAX_TOKENS = 128
+_ALNUM = re.compile(r"[a-z0-9]+")
+_UNK = 100
+_CONTRACTIONS = (("'s", " is"), ("'re", " are"), ("n't", " not"), ("'m", " am"), ("'ll", " will"),
+                 ("'ve", " have"), ("'d", " would"))
+# Words whose presence does not change a question ("how do I" = "how can I", "my"/"the" acne);
+# pairs equal without them are 96% duplicates in the QQP training rows.
+_NEUTRAL = frozenset("do does did can could the a an my please".split())
+
+F32 = npt.NDArray[np.float32]
+
+
+def _unit(x: F32) -> F32:
+    norm = float(np.linalg.norm(x))
+    return x / norm if norm > 0 else x
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Everything about one text the pair features need; computed once per text."""
+
+    text: str
+    parsed: Parsed
+    ids: npt.NDArray[np.int64]
+    sif_vec: F32
+    alnum: tuple[str, ...]
+    canonical: tuple[str, ...]  # contractions expanded, neutral words dropped
+    content_vecs: F32  # (n content words, dim), unit rows, sorted content words
+    content_idf: F32
+
+
+def canonical(text: str) -> tuple[str, ...]:
+    lowered = text.lower().replace("\u2019", "'")
+    for short, long in _CONTRACTIONS:
+        lowered = lowered.replace(short, long)
+    return tuple(w for w in _ALNUM.findall(lowered) if w not in _NEUTRAL)
+
+
+class TokenSpace:
+    """Centered static token vectors, SIF token weights and a bounded memo of prepared texts."""
+
+    def __init__(self, static: StaticEmbedder, sif: F32, memo_size: int = 8192) -> None:
+        table = static.table
+        centered = table - table.mean(axis=0)
+        self.table: F32 = (centered / (np.linalg.norm(centered, axis=1, keepdims=True) + 1e-9)).astype(np.float32)
+        self.sif = sif.astype(np.float32)
+        freq = SIF_A * (1.0 / np.clip(self.sif, 1e-9, None) - 1.0)
+        self.idf: F32 = (-np.log(np.clip(freq, 1e-7, None))).astype(np.float32)
+        self._tok = static.tokenizer
+        self._words: dict[str, tuple[F32, float]] = {}
+        self._memo: OrderedDict[str, Prepared] = OrderedDict()
+        self._memo_size = memo_size
+
+    def ids(self, text: str) -> npt.NDArray[np.int64]:
+        ids = self._tok.encode(text, add_special_tokens=False).ids[:MAX_TOKENS]
+        return np.asarray(ids or [_UNK], dtype=np.int64)
+
+    def _word(self, word: str) -> tuple[F32, float]:
+        hit = self._words.get(word)
+        if hit is None:
+            ids = self.ids(word)
+            hit = (_unit(self.table[ids].mean(axis=0)), float(self.idf[ids].mean()))
+            if len(self._words) < 200_000:
+                self._words[word] = hit
+        return hit
+
+    def prepare(self, text: str) -> Prepared:
+        hit = self._memo.get(text)
+        if hit is not None:
+            self._memo.move_to_end(text)
+            return hit
+        parsed = parse(text)
+        ids = self.ids(text)
+        words = [self._word(w) for w in sorted(parsed.content)]
+        dim = self.table.shape[1]
+        prepared = Prepared(
+            text=text, parsed=parsed, ids=ids,
+            sif_vec=_unit((self.table[ids] * self.sif[ids, None]).sum(axis=0)),
+            alnum=tuple(_ALNUM.findall(text.lower())), canonical=canonical(text),
+            content_vecs=np.stack([w[0] for w in words]) if words else np.zeros((0, dim), np.float32),
+            content_idf=np.asarray([w[1] for w in words], dtype=np.float32),
+        )
+        self._memo[text] = prepared
+        if len(self._memo) > self._memo_size:
+            self._memo.popitem(last=False)
+        return prepared
+
+
+def _align(x: Prepared, y: Prepared) -> list[float]:
+    """How well x's content words are covered by y's: min, mean, share < 0.5, share < 0.7,
+    and the largest idf-weighted miss."""
+    if not len(x.content_vecs):
+        return [1.0, 1.0, 0.0, 0.0, 0.0]
+    if not len(y.content_vecs):
+        return [0.0, 0.0, 1.0, 1.0, float(x.content_idf.max())]
+    best = (x.content_vecs @ y.content_vecs.T).max(axis=1)
+    return [float(best.min()), float(best.mean()), float((best < 0.5).mean()),
+            float((best < 0.7).mean()), float((x.content_idf * (1.0 - best)).max())]
+
+
+def _bigrams(words: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(f"{x} {y}" for x, y in zip(words, words[1:], strict=False))
+
+
+def _lexical(a: Prepared, b: Prepared) -> list[float]:
+    pa, pb = a.parsed, b.parsed
+    na, nb = max(1, len(pa.words)), max(1, len(pb.words))
+    ca = [w for w in a.alnum if w in pa.content]
+    cb = [w for w in b.alnum if w in pb.content]
+    return [
+        float(a.sif_vec @ b.sif_vec), jaccard(pa.lower, pb.lower), jaccard(pa.content, pb.content),
+        min(na, nb) / max(na, nb), jaccard(pa.trigrams, pb.trigrams), float(pa.wh != pb.wh),
+        float(len(pa.entities ^ pb.entities)), float(bool(pa.numbers) != bool(pb.numbers)),
+        math.log1p(min(na, nb)), math.log1p(max(na, nb)),
+        jaccard(_bigrams(a.alnum), _bigrams(b.alnum)),
+        float(a.alnum[:1] == b.alnum[:1]), float(a.alnum[:2] == b.alnum[:2]),
+        float(a.alnum[-1:] == b.alnum[-1:]), float(ca[-1:] == cb[-1:]), float(ca[:1] == cb[:1]),
+    ]
+
+
+def pair_features(a: Prepared, b: Prepared) -> F32:
+    """Symmetric scalar features of a pair (lexical + alignment), unstandardised."""
+    fa, fb = _align(a, b), _align(b, a)
+    aligned = [v for pair in zip(fa, fb, strict=True) for v in (min(pair), max(pair))]
+    return np.asarray(_lexical(a, b) + aligned, dtype=np.float32)
+
+
+def _mean_sigmoid(z: F32) -> float:
+    return float(np.mean(1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))))
+
+
+class _Heads:
+    """Ensemble members' one-hidden-layer heads stacked into single matrices (one matvec)."""
+
+    def __init__(self, arrays: dict[str, F32], prefix: str, members: list[str]) -> None:
+        self.n = len(members)
+        self.w1 = np.concatenate([arrays[f"{prefix}_{m}_w1"] for m in members], axis=1)
+        self.b1 = np.concatenate([arrays[f"{prefix}_{m}_b1"] for m in members])
+        self.w2 = np.stack([arrays[f"{prefix}_{m}_w2"][:, 0] for m in members])  # (n, hidden)
+        self.b2 = np.asarray([float(arrays[f"{prefix}_{m}_b2"][0]) for m in members], dtype=np.float32)
+
+    def logits(self, pre: F32) -> F32:
+        """``pre``: first-layer pre-activations, (n * hidden,) or (n, hidden)."""
+        hidden = np.maximum(pre.reshape(self.n, -1), 0.0)
+        out: F32 = np.einsum("nh,nh->n", hidden, self.w2) + self.b2
+        return out
+
+
+class PairModel:
+    def __init__(self, space: TokenSpace, arrays: dict[str, F32], memo_size: int = 8192) -> None:
+        self.space = space
+        self._a = arrays
+        mlp = sorted({k.split("_")[1] for k in arrays if k.startswith("mlp_")})
+        proj = sorted({k.split("_")[1] for k in arrays if k.startswith("proj_")})
+        if not mlp or not proj:
+            raise ValueError("verifier model needs at least one mlp and one proj member")
+        self.threshold = float(arrays["threshold"])
+        self._mlp = _Heads(arrays, "mlp", mlp)
+        self._proj = _Heads(arrays, "proj", proj)
+        dim = int(arrays[f"proj_{proj[0]}_pw"].shape[1])
+        w1 = self._proj.w1.reshape(-1, len(proj), self._proj.w1.shape[1] // len(proj))
+        self._proj_diff, self._proj_prod, self._proj_feats = w1[:dim], w1[dim:2 * dim], w1[2 * dim:]
+        self._proj_logw = np.stack([arrays[f"proj_{m}_logw"] for m in proj])
+        self._proj_pw = np.stack([arrays[f"proj_{m}_pw"] for m in proj])
+        self._proj_pb = np.stack([arrays[f"proj_{m}_pb"] for m in proj])
+        self._vecs: OrderedDict[str, F32] = OrderedDict()
+        self._memo_size = memo_size
+
+    @classmethod
+    def load(cls, static: StaticEmbedder | None = None, path: Path = MODEL_FILE) -> PairModel:
+        with np.load(path) as data:
+            arrays = {k: data[k].astype(np.float32) for k in data.files}
+        space = TokenSpace(static or StaticEmbedder.load_or_distill(), arrays["sif"])
+        return cls(space, arrays)
+
+    def _proj_vecs(self, p: Prepared) -> F32:
+        """(members, dim) unit vectors of the ``proj`` family for one text, memoised."""
+        hit = self._vecs.get(p.text)
+        if hit is not None:
+            self._vecs.move_to_end(p.text)
+            return hit
+        rows = self.space.table[p.ids]
+        pooled = np.einsum("mt,td->md", np.exp(self._proj_logw[:, p.ids]), rows)
+        vecs: F32 = np.einsum("md,mdk->mk", pooled, self._proj_pw) + self._proj_pb
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True) + 1e-9
+        self._vecs[p.text] = vecs
+        if len(self._vecs) > self._memo_size:
+            self._vecs.popitem(last=False)
+        return vecs
+
+    def score(self, a: Prepared, b: Prepared) -> float:
+        arr = self._a
+        feats = (pair_features(a, b) - arr["fmu"]) / arr["fsd"]
+        u, v = a.sif_vec, b.sif_vec
+        x = (np.concatenate([feats, np.abs(u - v), u * v]) - arr["xmu"]) / arr["xsd"]
+        p_mlp = _mean_sigmoid(self._mlp.logits(x @ self._mlp.w1 + self._mlp.b1))
+        pu, pv = self._proj_vecs(a), self._proj_vecs(b)
+        pre = (np.einsum("md,dmh->mh", np.abs(pu - pv) * 8.0, self._proj_diff)
+               + np.einsum("md,dmh->mh", pu * pv * 8.0, self._proj_prod)
+               + np.einsum("f,fmh->mh", feats, self._proj_feats) + self._proj.b1.reshape(self._proj.n, -1))
+        p_proj = _mean_sigmoid(self._proj.logits(pre))
+        return math.sqrt(p_mlp * p_proj)

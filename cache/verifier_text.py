@@ -1,0 +1,105 @@
+"""Text side of the verifier: parsing a question and the hard vetoes.
+
+Vetoes are rules that generalise beyond any training set: a number that differs, a negation
+present in one text only, an antonym swap (on/off, enable/disable, ...), and a different
+question target (why vs how, when vs where, ...). ``veto`` returns the rule's name or None.
+Pure functions; cheap enough for the event loop.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_WORD = re.compile(r"[A-Za-z]+(?:'[a-z]+)?|\d+(?:[.,]\d+)*")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_NUMBER_WORDS = frozenset(
+    "zero two three four five six seven eight nine ten eleven twelve twenty thirty forty "
+    "fifty hundred thousand million billion".split()
+)
+_NEGATIONS = frozenset(
+    "not no never none nobody nothing nor without cannot can't don't doesn't didn't isn't aren't "
+    "wasn't weren't won't wouldn't shouldn't couldn't hasn't haven't hadn't mustn't neither".split()
+)
+_WH = ("what", "why", "how", "when", "where", "who", "whom", "whose", "which")
+_ANTONYMS = (
+    ("on", "off"), ("up", "down"), ("open", "close"), ("opened", "closed"), ("enable", "disable"),
+    ("enabled", "disabled"), ("start", "stop"), ("increase", "decrease"), ("before", "after"),
+    ("more", "less"), ("most", "least"), ("max", "min"), ("maximum", "minimum"), ("buy", "sell"),
+    ("add", "remove"), ("in", "out"), ("yes", "no"), ("true", "false"), ("best", "worst"),
+    ("first", "last"), ("cheap", "expensive"), ("cheapest", "expensive"), ("high", "low"),
+    ("higher", "lower"), ("highest", "lowest"), ("import", "export"), ("win", "lose"),
+    ("positive", "negative"), ("lock", "unlock"), ("allow", "deny"), ("accept", "reject"),
+    ("upload", "download"), ("encrypt", "decrypt"), ("install", "uninstall"), ("hot", "cold"),
+    ("long", "short"), ("fast", "slow"), ("big", "small"), ("large", "small"), ("good", "bad"),
+    ("pros", "cons"), ("advantages", "disadvantages"), ("above", "below"), ("inside", "outside"),
+    ("north", "south"), ("east", "west"), ("left", "right"), ("male", "female"), ("men", "women"),
+    ("man", "woman"), ("boy", "girl"), ("old", "new"), ("older", "newer"), ("push", "pull"),
+    ("send", "receive"), ("mute", "unmute"), ("connect", "disconnect"), ("include", "exclude"),
+    ("always", "never"), ("legal", "illegal"), ("possible", "impossible"), ("like", "dislike"),
+    ("love", "hate"), ("easy", "hard"), ("easiest", "hardest"), ("rich", "poor"),
+    ("to", "from"), ("import", "export"), ("encode", "decode"), ("join", "leave"),
+)
+# Question words that ask for a different thing (a reason is not a method, a time not a place).
+_WH_CONFLICT = frozenset(frozenset(p) for p in (
+    ("why", "how"), ("why", "what"), ("why", "when"), ("why", "where"), ("why", "who"),
+    ("when", "where"), ("who", "where"), ("who", "when"), ("how", "where"), ("how", "who"),
+))
+_ANTONYM_OF: dict[str, frozenset[str]] = {}
+for _a, _b in _ANTONYMS:
+    _ANTONYM_OF[_a] = _ANTONYM_OF.get(_a, frozenset()) | {_b}
+    _ANTONYM_OF[_b] = _ANTONYM_OF.get(_b, frozenset()) | {_a}
+_STOP = frozenset(
+    "a an the is are was were be been being do does did of to in on at for by with from and or "
+    "but if then than so as it its this that these those i you he she we they me my your our "
+    "their his her them us can could would should will shall may might must have has had what "
+    "why how when where who which whom whose there here some any all about into over under "
+    "get got one ones just also very really much many way best good".split()
+)
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    words: tuple[str, ...]
+    lower: frozenset[str]
+    content: frozenset[str]
+    numbers: frozenset[str]
+    negated: bool
+    wh: str | None
+    entities: frozenset[str]
+    trigrams: frozenset[str]
+
+
+def parse(text: str) -> Parsed:
+    words = tuple(_WORD.findall(text))
+    lower = [w.lower() for w in words]
+    numbers = {n.replace(",", "") for n in _NUMBER.findall(text)}
+    numbers |= {w for w in lower if w in _NUMBER_WORDS}
+    entities = {w.lower() for i, w in enumerate(words) if i > 0 and w[:1].isupper() and w.lower() not in _STOP}
+    wh = next((w for w in lower if w in _WH), None)
+    squashed = " ".join(lower)
+    return Parsed(
+        words=words, lower=frozenset(lower), content=frozenset(w for w in lower if w not in _STOP),
+        numbers=frozenset(numbers), negated=sum(w in _NEGATIONS or w.endswith("n't") for w in lower) % 2 == 1,
+        wh=wh, entities=frozenset(entities),
+        trigrams=frozenset(squashed[i:i + 3] for i in range(max(0, len(squashed) - 2))),
+    )
+
+
+def veto(a: Parsed, b: Parsed) -> str | None:
+    """Name of the meaning-changing difference between a and b, or None."""
+    if a.numbers and b.numbers and a.numbers != b.numbers:
+        return "number"
+    if a.negated != b.negated:
+        return "negation"
+    if a.wh and b.wh and frozenset((a.wh, b.wh)) in _WH_CONFLICT:
+        return "question"
+    only_a, only_b = a.lower - b.lower, b.lower - a.lower
+    for word in only_a:
+        if _ANTONYM_OF.get(word, frozenset()) & only_b:
+            return "antonym"
+    return None
+
+
+def jaccard(x: frozenset[str], y: frozenset[str]) -> float:
+    union = len(x | y)
+    return len(x & y) / union if union else 1.0
