@@ -242,6 +242,7 @@ class H1Client:
         if conn.status < 400:
             return H1Response(self.pool, conn, wd)
         try:
+            conn.unbound()  # an error body is read whole
             await conn.wait_for(complete=True)
             raw = conn.take_body()
         finally:

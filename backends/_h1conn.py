@@ -162,6 +162,13 @@ class H1Connection(asyncio.Protocol):
         while not (self.done if complete else self.head_done):
             await self._wait()
 
+    def unbound(self) -> None:
+        """Stop flow control: the rest of the body is read whole."""
+        self.max_buffer = 0
+        if self.paused and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+
     def take_body(self) -> bytes:
         body, self._body = self._body, []
         return body[0] if len(body) == 1 else b"".join(body)
