@@ -54,7 +54,7 @@ class SemanticCache:
             if sim < self.min_similarity or (verifier is not None and rank >= self.verify_k):
                 break
             score = sim if verifier is None or query is None else (
-                verifier.score_prepared(verifier.prepare(entry.text), query))
+                verifier.score_prepared(verifier.remember(entry.text), query))
             if best is None or score > best.score:
                 best = Candidate(entry, sim, score)
         return best
@@ -73,7 +73,7 @@ class SemanticCache:
     async def put(self, scope: str, text: str, body: bytes, ttl: float) -> str:
         vec = await self.embedder.embed(text)
         if self.verifier is not None:
-            self.verifier.prepare(text)  # warm the verifier's memo off the lookup path
+            self.verifier.remember(text)  # prepared once, off the lookup path
         same = [e for e, _ in self.index.search(scope, vec, 2) if e.text == text]
         key = same[0].key if same else f"{scope}|s|{uuid.uuid4().hex}"
         expires = self._clock() + ttl

@@ -40,7 +40,15 @@ class Verifier:
         return self.model.threshold
 
     def prepare(self, text: str) -> Prepared:
+        """For a one-off text (a lookup): memo hits are used, nothing is kept."""
         return self.model.space.prepare(text)
+
+    def remember(self, text: str) -> Prepared:
+        """For a cached question: prepared once and kept (bounded LRU), so lookups against it
+        only pay for the new text."""
+        prepared = self.model.space.prepare(text, remember=True)
+        self.model.proj_vecs(prepared, remember=True)
+        return prepared
 
     def score_prepared(self, a: Prepared, b: Prepared) -> float:
         if veto(a.parsed, b.parsed) is not None:

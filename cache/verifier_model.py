@@ -74,7 +74,7 @@ def canonical(text: str) -> tuple[str, ...]:
 class TokenSpace:
     """Centered static token vectors, SIF token weights and a bounded memo of prepared texts."""
 
-    def __init__(self, static: StaticEmbedder, sif: F32, memo_size: int = 8192) -> None:
+    def __init__(self, static: StaticEmbedder, sif: F32, memo_size: int = 4096) -> None:
         table = static.table
         centered = table - table.mean(axis=0)
         self.table: F32 = (centered / (np.linalg.norm(centered, axis=1, keepdims=True) + 1e-9)).astype(np.float32)
@@ -95,11 +95,13 @@ class TokenSpace:
         if hit is None:
             ids = self.ids(word)
             hit = (_unit(self.table[ids].mean(axis=0)), float(self.idf[ids].mean()))
-            if len(self._words) < 200_000:
+            if len(self._words) < 50_000:
                 self._words[word] = hit
         return hit
 
-    def prepare(self, text: str) -> Prepared:
+    def prepare(self, text: str, remember: bool = False) -> Prepared:
+        """``remember``: keep it in the LRU memo (cached questions); one-off queries are not
+        kept, so they cannot push cached questions out."""
         hit = self._memo.get(text)
         if hit is not None:
             self._memo.move_to_end(text)
@@ -110,27 +112,36 @@ class TokenSpace:
         dim = self.table.shape[1]
         prepared = Prepared(
             text=text, parsed=parsed, ids=ids,
-            sif_vec=_unit((self.table[ids] * self.sif[ids, None]).sum(axis=0)),
+            sif_vec=_unit(self.sif[ids] @ self.table[ids]),
             alnum=tuple(_ALNUM.findall(text.lower())), canonical=canonical(text),
             content_vecs=np.stack([w[0] for w in words]) if words else np.zeros((0, dim), np.float32),
             content_idf=np.asarray([w[1] for w in words], dtype=np.float32),
         )
-        self._memo[text] = prepared
-        if len(self._memo) > self._memo_size:
-            self._memo.popitem(last=False)
+        if remember:
+            self._memo[text] = prepared
+            if len(self._memo) > self._memo_size:
+                self._memo.popitem(last=False)
         return prepared
 
 
-def _align(x: Prepared, y: Prepared) -> list[float]:
-    """How well x's content words are covered by y's: min, mean, share < 0.5, share < 0.7,
-    and the largest idf-weighted miss."""
-    if not len(x.content_vecs):
-        return [1.0, 1.0, 0.0, 0.0, 0.0]
-    if not len(y.content_vecs):
-        return [0.0, 0.0, 1.0, 1.0, float(x.content_idf.max())]
-    best = (x.content_vecs @ y.content_vecs.T).max(axis=1)
-    return [float(best.min()), float(best.mean()), float((best < 0.5).mean()),
-            float((best < 0.7).mean()), float((x.content_idf * (1.0 - best)).max())]
+def _coverage(best: F32, idf: F32) -> list[float]:
+    """How well one text's content words are covered (``best``: each word's best cosine in
+    the other text): min, mean, share < 0.5, share < 0.7, the largest idf-weighted miss."""
+    n = len(best)
+    return [float(best.min()), float(best.sum()) / n, np.count_nonzero(best < 0.5) / n,
+            np.count_nonzero(best < 0.7) / n, float((idf * (1.0 - best)).max())]
+
+
+def _align(a: Prepared, b: Prepared) -> tuple[list[float], list[float]]:
+    """(coverage of a's content words by b's, coverage of b's by a's)."""
+    na, nb = len(a.content_vecs), len(b.content_vecs)
+    if not na or not nb:
+        empty, full = [0.0, 0.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0, 0.0]
+        fa = full if not na else [*empty, float(a.content_idf.max())]
+        fb = full if not nb else [*empty, float(b.content_idf.max())]
+        return fa, fb
+    sims = a.content_vecs @ b.content_vecs.T
+    return _coverage(sims.max(axis=1), a.content_idf), _coverage(sims.max(axis=0), b.content_idf)
 
 
 def _bigrams(words: tuple[str, ...]) -> frozenset[str]:
@@ -155,7 +166,7 @@ def _lexical(a: Prepared, b: Prepared) -> list[float]:
 
 def pair_features(a: Prepared, b: Prepared) -> F32:
     """Symmetric scalar features of a pair (lexical + alignment), unstandardised."""
-    fa, fb = _align(a, b), _align(b, a)
+    fa, fb = _align(a, b)
     aligned = [v for pair in zip(fa, fb, strict=True) for v in (min(pair), max(pair))]
     return np.asarray(_lexical(a, b) + aligned, dtype=np.float32)
 
@@ -182,7 +193,7 @@ class _Heads:
 
 
 class PairModel:
-    def __init__(self, space: TokenSpace, arrays: dict[str, F32], memo_size: int = 8192) -> None:
+    def __init__(self, space: TokenSpace, arrays: dict[str, F32], memo_size: int = 4096) -> None:
         self.space = space
         self._a = arrays
         mlp = sorted({k.split("_")[1] for k in arrays if k.startswith("mlp_")})
@@ -208,19 +219,20 @@ class PairModel:
         space = TokenSpace(static or StaticEmbedder.load_or_distill(), arrays["sif"])
         return cls(space, arrays)
 
-    def _proj_vecs(self, p: Prepared) -> F32:
-        """(members, dim) unit vectors of the ``proj`` family for one text, memoised."""
+    def proj_vecs(self, p: Prepared, remember: bool = False) -> F32:
+        """(members, dim) unit vectors of the ``proj`` family for one text (memoised when
+        ``remember``)."""
         hit = self._vecs.get(p.text)
         if hit is not None:
             self._vecs.move_to_end(p.text)
             return hit
-        rows = self.space.table[p.ids]
-        pooled = np.einsum("mt,td->md", np.exp(self._proj_logw[:, p.ids]), rows)
-        vecs: F32 = np.einsum("md,mdk->mk", pooled, self._proj_pw) + self._proj_pb
+        pooled = np.exp(self._proj_logw[:, p.ids]) @ self.space.table[p.ids]
+        vecs: F32 = np.matmul(pooled[:, None, :], self._proj_pw)[:, 0, :] + self._proj_pb
         vecs /= np.linalg.norm(vecs, axis=1, keepdims=True) + 1e-9
-        self._vecs[p.text] = vecs
-        if len(self._vecs) > self._memo_size:
-            self._vecs.popitem(last=False)
+        if remember:
+            self._vecs[p.text] = vecs
+            if len(self._vecs) > self._memo_size:
+                self._vecs.popitem(last=False)
         return vecs
 
     def score(self, a: Prepared, b: Prepared) -> float:
@@ -229,7 +241,7 @@ class PairModel:
         u, v = a.sif_vec, b.sif_vec
         x = (np.concatenate([feats, np.abs(u - v), u * v]) - arr["xmu"]) / arr["xsd"]
         p_mlp = _mean_sigmoid(self._mlp.logits(x @ self._mlp.w1 + self._mlp.b1))
-        pu, pv = self._proj_vecs(a), self._proj_vecs(b)
+        pu, pv = self.proj_vecs(a), self.proj_vecs(b)
         pre = (np.einsum("md,dmh->mh", np.abs(pu - pv) * 8.0, self._proj_diff)
                + np.einsum("md,dmh->mh", pu * pv * 8.0, self._proj_prod)
                + np.einsum("f,fmh->mh", feats, self._proj_feats) + self._proj.b1.reshape(self._proj.n, -1))
