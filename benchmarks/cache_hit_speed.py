@@ -90,6 +90,18 @@ async def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"{url}: not ready after 30 s")
 
 
+async def _cache_state(url: str) -> str | None:
+    """The x-turnout-cache header of the hit body's second request (expected: hit-exact)."""
+    body = _HIT_LUA.split("wrk.body = '")[1].split("'\n")[0]
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as http:
+        for _ in range(2):
+            async with http.post(url, data=body, headers=headers) as resp:
+                await resp.read()
+                state = resp.headers.get("x-turnout-cache")
+    return state
+
+
 def _wrk(url: str, lua: str, seconds: int, connections: int, cpus: list[int]) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
         file.write(lua)
@@ -128,6 +140,9 @@ def run(seconds: int, connections: int) -> dict[str, Any]:
         asyncio.run(_wait_ready(f"http://127.0.0.1:{upstream}/v1/models", mock))
         asyncio.run(_wait_ready(f"http://127.0.0.1:{port}/health", gateway))
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        state = asyncio.run(_cache_state(url))
+        if state != "hit-exact":
+            raise RuntimeError(f"the repeated body was not an exact hit (x-turnout-cache: {state})")
         hit = _wrk(url, _HIT_LUA, seconds, connections, other_cpus)
         miss = _wrk(url, _MISS_LUA, seconds, connections, other_cpus)
     finally:
@@ -136,7 +151,7 @@ def run(seconds: int, connections: int) -> dict[str, Any]:
             proc.wait(10)
         os.unlink(cfg.name)
     ratio = hit["requests_per_s"] / miss["requests_per_s"] if miss["requests_per_s"] else 0.0
-    return {"hit": hit, "miss": miss, "hit_over_miss": round(ratio, 2), "seconds": seconds,
+    return {"hit": hit, "miss": miss, "hit_check": state, "hit_over_miss": round(ratio, 2), "seconds": seconds,
             "connections": connections, "gateway_cpus": gateway_cpus, "load_cpus": other_cpus,
             "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
