@@ -175,9 +175,12 @@ class H1Response:
         self._pool, self.conn, self._wd = pool, conn, wd
 
     async def read(self) -> bytes:
-        """Body bytes as they arrive (each call pushes the watchdog's phase limit); b"" at the end."""
+        """Body bytes as they arrive; b"" at the end. The phase limit bounds each read's wait,
+        not the consumer's time between reads (the ``total``/``deadline`` bound runs throughout)."""
+        wd = self._wd
+        wd.touch()
         data = await self.conn.read_some()
-        self._wd.touch()
+        wd.pause()
         return data
 
     def close(self, done: bool) -> None:

@@ -13,7 +13,8 @@ Contracts:
   Content-Length, not chunked) ends cleanly at EOF.
 - ``reusable`` is true only after a complete keep-alive response with nothing after it.
 - ``Watchdog`` replaces per-read ``asyncio.timeout``: one timer per request whose end is pushed
-  by ``touch`` and re-scheduled only when it fires early. On expiry it aborts the transport and
+  by ``touch`` (a wait starts), lifted by ``pause`` (the wait ended) and re-scheduled only when
+  it fires early. On expiry it aborts the transport and
   records a ``BackendTimeout`` naming the binding limit: the phase (``first_token``/``idle``),
   the backend's ``total`` or the client's ``deadline``.
 """
@@ -78,9 +79,13 @@ class Watchdog:
             if end < self._when:
                 self._schedule(end)
 
+    def pause(self) -> None:
+        """The phase limit stops counting until the next ``touch`` (the timer is left scheduled
+        and re-armed by ``_fire`` only if it comes due meanwhile)."""
+        self.soft_end = math.inf
+
     def set_phase(self, phase: TimeoutPhase, limit: float) -> None:
         self.phase, self.limit = phase, limit
-        self.touch()
 
     def disarm(self) -> None:
         if self._handle is not None:

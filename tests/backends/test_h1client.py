@@ -331,6 +331,25 @@ async def test_timeouts_by_phase(aio, clients) -> None:  # type: ignore[no-untyp
     assert err.value.phase == "connect"
 
 
+async def test_idle_limit_bounds_reads_not_the_consumer(aio, clients) -> None:  # type: ignore[no-untyped-def]
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        for i in range(5):
+            await resp.write(b"data: %d\n\n" % i)
+            await asyncio.sleep(0.03)
+        return resp
+
+    client = clients(await aio(handler))
+    stream_wd = wd(phase="first_token", limit=1)
+    resp = await client.open("/x", b"", {}, stream_wd)
+    stream_wd.set_phase("idle", 0.1)
+    first = await resp.read()
+    await asyncio.sleep(0.3)  # a slow consumer (client backpressure) is not an idle upstream
+    assert first + await drain(resp) == b"".join(b"data: %d\n\n" % i for i in range(5))
+    assert client.pool.size == 1
+
+
 async def test_large_bodies_both_ways(aio, clients) -> None:  # type: ignore[no-untyped-def]
     big = bytes(range(256)) * 20_000  # ~5 MB
 
