@@ -1,10 +1,12 @@
 """Vector index of cached questions: one faiss inner-product index per scope, bounded in
 total entries with LRU eviction (a hit refreshes an entry). Vectors are unit length, so the
-inner product is the cosine. Not thread-safe: used from the event loop only (searching a
-scope of a few thousand vectors takes microseconds)."""
+inner product is the cosine. Thread-safe: the cache's worker thread searches while the event
+loop adds and removes; every operation holds one lock for microseconds (a search of a scope
+of a few thousand vectors), never across a batch."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -15,7 +17,6 @@ import faiss
 import numpy as np
 
 from cache.embedders import Vectors
-from cache.verifier import Parsed, parse
 
 
 @dataclass(slots=True)
@@ -23,7 +24,6 @@ class Entry:
     key: str  # store key of the answer: "{scope}|s|{uid}"
     scope: str
     text: str
-    parsed: Parsed
     vector: Vectors
     expires_at: float  # wall clock (shared between replicas)
     fid: int = -1
@@ -42,6 +42,7 @@ class SemanticIndex:
         self._next_fid = 0
         self._on_evict = on_evict
         self._clock = clock
+        self._lock = threading.RLock()
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -53,8 +54,12 @@ class SemanticIndex:
         return self._by_key.get(key)
 
     def add(self, key: str, scope: str, text: str, vector: Vectors, expires_at: float) -> Entry:
-        self.remove(key)
-        entry = Entry(key, scope, text, parse(text), vector, expires_at, self._next_fid)
+        with self._lock:
+            return self._add(key, scope, text, vector, expires_at)
+
+    def _add(self, key: str, scope: str, text: str, vector: Vectors, expires_at: float) -> Entry:
+        self._remove(key)
+        entry = Entry(key, scope, text, vector, expires_at, self._next_fid)
         self._next_fid += 1
         index = self._scopes.get(scope)
         if index is None:
@@ -64,13 +69,21 @@ class SemanticIndex:
         self._by_fid[entry.fid] = entry
         while len(self._by_key) > self.max_entries:
             oldest = next(iter(self._by_key.values()))
-            self.remove(oldest.key)
+            self._remove(oldest.key)
             if self._on_evict is not None:
                 self._on_evict(oldest, "index_bound")
         return entry
 
     def search(self, scope: str, vector: Vectors, k: int = 4) -> list[tuple[Entry, float]]:
         """Nearest live entries of ``scope``, best first; expired ones are dropped on the way."""
+        with self._lock:
+            return self._search(scope, vector, k)
+
+    def search_many(self, scopes: list[str], vectors: Vectors, k: int = 4) -> list[list[tuple[Entry, float]]]:
+        """``search`` for each (scope, vector row); the lock is taken per search."""
+        return [self.search(scope, vectors[i], k) for i, scope in enumerate(scopes)]
+
+    def _search(self, scope: str, vector: Vectors, k: int) -> list[tuple[Entry, float]]:
         index = self._scopes.get(scope)
         if index is None:
             return []
@@ -82,16 +95,21 @@ class SemanticIndex:
             if entry is None:
                 continue
             if entry.expires_at <= now:
-                self.remove(entry.key)
+                self._remove(entry.key)
                 continue
             found.append((entry, float(sim)))
         return found
 
     def touch(self, key: str) -> None:
-        if key in self._by_key:
-            self._by_key.move_to_end(key)
+        with self._lock:
+            if key in self._by_key:
+                self._by_key.move_to_end(key)
 
     def remove(self, key: str) -> bool:
+        with self._lock:
+            return self._remove(key)
+
+    def _remove(self, key: str) -> bool:
         entry = self._by_key.pop(key, None)
         if entry is None:
             return False
@@ -103,7 +121,8 @@ class SemanticIndex:
         return True
 
     def remove_prefix(self, prefix: str) -> int:
-        keys = [k for k in self._by_key if k.startswith(prefix)]
-        for key in keys:
-            self.remove(key)
-        return len(keys)
+        with self._lock:
+            keys = [k for k in self._by_key if k.startswith(prefix)]
+            for key in keys:
+                self._remove(key)
+            return len(keys)

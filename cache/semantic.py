@@ -5,21 +5,34 @@ A candidate is served when its cosine is at least ``min_similarity`` and the ver
 probability that the cached answer fits the new question is at least the route's threshold.
 With a ``sync`` (Redis), every add/remove is published so all replicas keep the same index,
 and a starting replica loads the entries persisted in Redis.
+
+Threading contract: the whole semantic lookup (tokenise → embed → faiss search → verifier
+features → both MLP families) runs in the cache's single worker thread as ONE step per batch
+of concurrent lookups (``MicroBatcher``); the event loop only enqueues, awaits and then reads
+the store. ``put`` prepares the cached question for the verifier in the same thread, so model
+state (memos, token tables) is only ever touched there.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cache.batcher import BatchingEmbedder
-from cache.embedders import Vectors
+import numpy as np
+
+from cache.batcher import BatchingEmbedder, MicroBatcher
+from cache.embedders import StaticEmbedder, Vectors
 from cache.index import Entry, SemanticIndex
 from cache.stores import Store
 from cache.sync import EntryMeta, IndexSync
 from cache.verifier import Verifier
+from cache.verifier_batch import BatchVerifier
+
+LOOKUP_BATCH = 16  # lookups per worker step: smaller batches return the first callers sooner
+RECENT = 4096  # vectors of recently looked-up texts, reused by ``put``
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,32 +45,84 @@ class Candidate:
 class SemanticCache:
     def __init__(self, store: Store, embedder: BatchingEmbedder, index: SemanticIndex,
                  verifier: Verifier | None, min_similarity: float, top_k: int = 4, verify_k: int = 2,
-                 sync: IndexSync | None = None, clock: Callable[[], float] = time.time) -> None:
+                 sync: IndexSync | None = None, clock: Callable[[], float] = time.time,
+                 lookup_batch: int = LOOKUP_BATCH) -> None:
         self.store = store
         self.embedder = embedder
         self.index = index
         self.verifier = verifier
         self.min_similarity = min_similarity
         self.top_k = top_k
-        self.verify_k = verify_k  # candidates the verifier scores (~0.2 ms each, on the loop)
+        self.verify_k = verify_k  # candidates the verifier scores per lookup
         self.sync = sync
         self._clock = clock
+        self._batch = BatchVerifier(verifier) if verifier is not None else None
+        inner = embedder.embedder
+        self._static = inner if isinstance(inner, StaticEmbedder) else None
+        self._recent: OrderedDict[str, Vectors] = OrderedDict()  # event loop only
+        self._lookups: MicroBatcher[tuple[str, str], tuple[Candidate | None, Vectors]] = MicroBatcher(
+            self._probe_batch, embedder.pool, lookup_batch)
+        self._puts: MicroBatcher[str, Vectors] = MicroBatcher(self._put_batch, embedder.pool, embedder.max_batch)
 
-    async def probe(self, scope: str, text: str, vector: Vectors | None = None) -> Candidate | None:
+    @property
+    def batches(self) -> int:
+        """Worker steps run for lookups (tests, benchmarks)."""
+        return self._lookups.batches
+
+    async def probe(self, scope: str, text: str) -> Candidate | None:
         """Best-scoring candidate in ``scope`` (no threshold applied beyond min_similarity)."""
-        vec = vector if vector is not None else await self.embedder.embed(text)
-        found = self.index.search(scope, vec, self.top_k)
-        best: Candidate | None = None
-        verifier = self.verifier
-        query = verifier.prepare(text) if verifier is not None and found else None
-        for rank, (entry, sim) in enumerate(found):
-            if sim < self.min_similarity or (verifier is not None and rank >= self.verify_k):
-                break
-            score = sim if verifier is None or query is None else (
-                verifier.score_prepared(verifier.remember(entry.text), query))
-            if best is None or score > best.score:
-                best = Candidate(entry, sim, score)
-        return best
+        cand, vec = await self._lookups.submit((scope, text))
+        self._recent[text] = vec  # a miss is usually followed by a put of the same question
+        if len(self._recent) > RECENT:
+            self._recent.popitem(last=False)
+        return cand
+
+    # --- worker thread -------------------------------------------------------------------
+
+    def _encode(self, texts: list[str]) -> tuple[Vectors, list[list[int]] | None]:
+        """Vectors and, with the static embedder, the token ids (reused by the verifier)."""
+        if self._static is not None:
+            ids = self._static.token_ids(texts)
+            return self._static.encode_ids(ids), ids
+        return self.embedder.embedder.encode(texts), None
+
+    def _probe_batch(self, items: list[tuple[str, str]]) -> list[tuple[Candidate | None, Vectors]]:
+        texts = [t for _, t in items]
+        vecs, ids = self._encode(texts)
+        found = self.index.search_many([s for s, _ in items], vecs, self.top_k)
+        pairs: list[tuple[int, Entry, float]] = []
+        for i, cands in enumerate(found):
+            for rank, (entry, sim) in enumerate(cands):
+                if sim < self.min_similarity or (self._batch is not None and rank >= self.verify_k):
+                    break
+                pairs.append((i, entry, sim))
+        scores = self._scores(texts, ids, pairs)
+        best: list[Candidate | None] = [None] * len(items)
+        for (i, entry, sim), score in zip(pairs, scores, strict=True):
+            cur = best[i]
+            if cur is None or score > cur.score:
+                best[i] = Candidate(entry, sim, float(score))
+        return [(cand, np.ascontiguousarray(vecs[i])) for i, cand in enumerate(best)]
+
+    def _scores(self, texts: list[str], ids: list[list[int]] | None,
+                pairs: list[tuple[int, Entry, float]]) -> list[float]:
+        if self._batch is None or not pairs:
+            return [sim for _, _, sim in pairs]
+        asked = sorted({i for i, _, _ in pairs})
+        queries = self._batch.prepare_many([texts[i] for i in asked],
+                                           None if ids is None else [ids[i] for i in asked])
+        by_row = dict(zip(asked, queries, strict=True))
+        cached = self._batch.prepare_many([e.text for _, e, _ in pairs], remember=True)
+        scored = self._batch.score_pairs([(c, by_row[i]) for c, (i, _, _) in zip(cached, pairs, strict=True)])
+        return [float(x) for x in scored]
+
+    def _put_batch(self, texts: list[str]) -> list[Vectors]:
+        vecs, ids = self._encode(texts)
+        if self._batch is not None:
+            self._batch.prepare_many(texts, ids, remember=True)  # once, off the lookup path
+        return [np.ascontiguousarray(row) for row in vecs]
+
+    # --- event loop ----------------------------------------------------------------------
 
     async def lookup(self, scope: str, text: str, threshold: float) -> tuple[str, bytes] | None:
         cand = await self.probe(scope, text)
@@ -71,9 +136,9 @@ class SemanticCache:
         return cand.entry.key, body
 
     async def put(self, scope: str, text: str, body: bytes, ttl: float) -> str:
-        vec = await self.embedder.embed(text)
-        if self.verifier is not None:
-            self.verifier.remember(text)  # prepared once, off the lookup path
+        vec = self._recent.pop(text, None)  # its verifier preparation then happens at first use
+        if vec is None:
+            vec = await self._puts.submit(text)
         same = [e for e, _ in self.index.search(scope, vec, 2) if e.text == text]
         key = same[0].key if same else f"{scope}|s|{uuid.uuid4().hex}"
         expires = self._clock() + ttl

@@ -24,6 +24,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -99,20 +100,34 @@ class TokenSpace:
                 self._words[word] = hit
         return hit
 
-    def prepare(self, text: str, remember: bool = False) -> Prepared:
-        """``remember``: keep it in the LRU memo (cached questions); one-off queries are not
-        kept, so they cannot push cached questions out."""
+    @property
+    def tokenizer(self) -> Any:
+        return self._tok
+
+    def memo(self, text: str) -> Prepared | None:
+        """The remembered preparation of ``text``, if any (refreshes its LRU position)."""
         hit = self._memo.get(text)
         if hit is not None:
             self._memo.move_to_end(text)
+        return hit
+
+    def prepare(self, text: str, remember: bool = False) -> Prepared:
+        """``remember``: keep it in the LRU memo (cached questions); one-off queries are not
+        kept, so they cannot push cached questions out."""
+        hit = self.memo(text)
+        if hit is not None:
             return hit
-        parsed = parse(text)
         ids = self.ids(text)
+        return self.build(text, ids, _unit(self.sif[ids] @ self.table[ids]), remember)
+
+    def build(self, text: str, ids: npt.NDArray[np.int64], sif_vec: F32, remember: bool) -> Prepared:
+        """A ``Prepared`` from its token ids and SIF sentence vector (computed by the caller,
+        possibly for a whole batch at once)."""
+        parsed = parse(text)
         words = [self._word(w) for w in sorted(parsed.content)]
         dim = self.table.shape[1]
         prepared = Prepared(
-            text=text, parsed=parsed, ids=ids,
-            sif_vec=_unit(self.sif[ids] @ self.table[ids]),
+            text=text, parsed=parsed, ids=ids, sif_vec=sif_vec,
             alnum=tuple(_ALNUM.findall(text.lower())), canonical=canonical(text),
             content_vecs=np.stack([w[0] for w in words]) if words else np.zeros((0, dim), np.float32),
             content_idf=np.asarray([w[1] for w in words], dtype=np.float32),
@@ -171,12 +186,14 @@ def pair_features(a: Prepared, b: Prepared) -> F32:
     return np.asarray(_lexical(a, b) + aligned, dtype=np.float32)
 
 
-def _mean_sigmoid(z: F32) -> float:
-    return float(np.mean(1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))))
+def _mean_sigmoid(z: F32) -> F32:
+    """(pairs, members) logits → (pairs,) mean probability."""
+    out: F32 = (1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))).mean(axis=-1)
+    return out
 
 
 class _Heads:
-    """Ensemble members' one-hidden-layer heads stacked into single matrices (one matvec)."""
+    """Ensemble members' one-hidden-layer heads stacked into single matrices (one matmul)."""
 
     def __init__(self, arrays: dict[str, F32], prefix: str, members: list[str]) -> None:
         self.n = len(members)
@@ -186,9 +203,9 @@ class _Heads:
         self.b2 = np.asarray([float(arrays[f"{prefix}_{m}_b2"][0]) for m in members], dtype=np.float32)
 
     def logits(self, pre: F32) -> F32:
-        """``pre``: first-layer pre-activations, (n * hidden,) or (n, hidden)."""
-        hidden = np.maximum(pre.reshape(self.n, -1), 0.0)
-        out: F32 = np.einsum("nh,nh->n", hidden, self.w2) + self.b2
+        """``pre``: first-layer pre-activations, (pairs, n * hidden) or (pairs, n, hidden)."""
+        hidden = np.maximum(pre.reshape(len(pre), self.n, -1), 0.0)
+        out: F32 = np.einsum("pnh,nh->pn", hidden, self.w2) + self.b2
         return out
 
 
@@ -206,10 +223,11 @@ class PairModel:
         dim = int(arrays[f"proj_{proj[0]}_pw"].shape[1])
         w1 = self._proj.w1.reshape(-1, len(proj), self._proj.w1.shape[1] // len(proj))
         self._proj_diff, self._proj_prod, self._proj_feats = w1[:dim], w1[dim:2 * dim], w1[2 * dim:]
-        self._proj_logw = np.stack([arrays[f"proj_{m}_logw"] for m in proj])
-        self._proj_pw = np.stack([arrays[f"proj_{m}_pw"] for m in proj])
-        self._proj_pb = np.stack([arrays[f"proj_{m}_pb"] for m in proj])
+        self.proj_logw = np.stack([arrays[f"proj_{m}_logw"] for m in proj])
+        self.proj_pw = np.stack([arrays[f"proj_{m}_pw"] for m in proj])
+        self.proj_pb = np.stack([arrays[f"proj_{m}_pb"] for m in proj])
         self._vecs: OrderedDict[str, F32] = OrderedDict()
+        self._oneoff: list[str] = []
         self._memo_size = memo_size
 
     @classmethod
@@ -219,6 +237,20 @@ class PairModel:
         space = TokenSpace(static or StaticEmbedder.load_or_distill(), arrays["sif"])
         return cls(space, arrays)
 
+    def has_proj(self, text: str) -> bool:
+        return text in self._vecs
+
+    def keep_proj(self, text: str, vecs: F32, remember: bool) -> None:
+        """Store ``proj`` vectors computed elsewhere (batched); one-off texts are kept only
+        until the next ``keep_proj`` of a one-off text."""
+        self._vecs[text] = vecs
+        if not remember:
+            self._oneoff.append(text)
+            while len(self._oneoff) > 256:
+                self._vecs.pop(self._oneoff.pop(0), None)
+        elif len(self._vecs) > self._memo_size:
+            self._vecs.popitem(last=False)
+
     def proj_vecs(self, p: Prepared, remember: bool = False) -> F32:
         """(members, dim) unit vectors of the ``proj`` family for one text (memoised when
         ``remember``)."""
@@ -226,24 +258,32 @@ class PairModel:
         if hit is not None:
             self._vecs.move_to_end(p.text)
             return hit
-        pooled = np.exp(self._proj_logw[:, p.ids]) @ self.space.table[p.ids]
-        vecs: F32 = np.matmul(pooled[:, None, :], self._proj_pw)[:, 0, :] + self._proj_pb
+        pooled = np.exp(self.proj_logw[:, p.ids]) @ self.space.table[p.ids]
+        vecs: F32 = np.matmul(pooled[:, None, :], self.proj_pw)[:, 0, :] + self.proj_pb
         vecs /= np.linalg.norm(vecs, axis=1, keepdims=True) + 1e-9
         if remember:
-            self._vecs[p.text] = vecs
-            if len(self._vecs) > self._memo_size:
-                self._vecs.popitem(last=False)
+            self.keep_proj(p.text, vecs, True)
         return vecs
 
-    def score(self, a: Prepared, b: Prepared) -> float:
+    def score_features(self, feats: F32, u: F32, v: F32, pu: F32, pv: F32) -> F32:
+        """Scores of a batch of pairs from raw pair features (pairs, f), SIF vectors (pairs,
+        dim) and proj vectors (pairs, members, pdim): both families on the stacked batch."""
         arr = self._a
-        feats = (pair_features(a, b) - arr["fmu"]) / arr["fsd"]
-        u, v = a.sif_vec, b.sif_vec
-        x = (np.concatenate([feats, np.abs(u - v), u * v]) - arr["xmu"]) / arr["xsd"]
+        fn = (feats - arr["fmu"]) / arr["fsd"]
+        x = (np.concatenate([fn, np.abs(u - v), u * v], axis=1) - arr["xmu"]) / arr["xsd"]
         p_mlp = _mean_sigmoid(self._mlp.logits(x @ self._mlp.w1 + self._mlp.b1))
-        pu, pv = self.proj_vecs(a), self.proj_vecs(b)
-        pre = (np.einsum("md,dmh->mh", np.abs(pu - pv) * 8.0, self._proj_diff)
-               + np.einsum("md,dmh->mh", pu * pv * 8.0, self._proj_prod)
-               + np.einsum("f,fmh->mh", feats, self._proj_feats) + self._proj.b1.reshape(self._proj.n, -1))
-        p_proj = _mean_sigmoid(self._proj.logits(pre))
-        return math.sqrt(p_mlp * p_proj)
+        m = self._proj.n
+        d8, p8 = (np.abs(pu - pv) * 8.0).transpose(1, 0, 2), (pu * pv * 8.0).transpose(1, 0, 2)
+        pre = (np.matmul(d8, self._proj_diff.transpose(1, 0, 2))
+               + np.matmul(p8, self._proj_prod.transpose(1, 0, 2))
+               + np.matmul(fn, self._proj_feats.reshape(fn.shape[1], -1)).reshape(len(fn), m, -1).transpose(1, 0, 2)
+               + self._proj.b1.reshape(m, 1, -1))  # (members, pairs, hidden)
+        p_proj = _mean_sigmoid(self._proj.logits(pre.transpose(1, 0, 2)))
+        out: F32 = np.sqrt(p_mlp * p_proj).astype(np.float32)
+        return out
+
+    def score(self, a: Prepared, b: Prepared) -> float:
+        feats = pair_features(a, b)[None, :]
+        return float(self.score_features(
+            feats, a.sif_vec[None, :], b.sif_vec[None, :],
+            self.proj_vecs(a)[None], self.proj_vecs(b)[None])[0])

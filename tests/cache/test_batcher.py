@@ -3,8 +3,9 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 
-from cache.batcher import BatchingEmbedder
+from cache.batcher import BatchingEmbedder, MicroBatcher, worker_pool
 from cache.embedders import Embedder
 
 
@@ -18,3 +19,22 @@ async def test_concurrent_requests_share_batches(embedder: Embedder) -> None:
     again = await batcher.embed(texts[0])  # memoised
     assert batcher.batches <= 2 and np.allclose(again, expected[0])
     await batcher.aclose()
+
+
+async def test_micro_batcher_propagates_errors_and_keeps_serving() -> None:
+    calls: list[list[int]] = []
+
+    def work(items: list[int]) -> list[int]:
+        calls.append(items)
+        if -1 in items:
+            raise ValueError("bad item")
+        return [i * 2 for i in items]
+
+    pool = worker_pool()
+    batcher: MicroBatcher[int, int] = MicroBatcher(work, pool, max_batch=4)
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
+    assert results == [i * 2 for i in range(10)] and [len(c) for c in calls] == [4, 4, 2]
+    with pytest.raises(ValueError, match="bad item"):
+        await batcher.submit(-1)
+    assert await batcher.submit(3) == 6
+    pool.shutdown()

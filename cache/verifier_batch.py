@@ -1,0 +1,147 @@
+"""The verifier over a batch of pairs, vectorised: what the semantic cache's worker runs.
+
+Same numbers as ``Verifier.score_prepared`` pair by pair (a test checks), at a fraction of the
+cost: new texts are tokenised in one call and their sentence vectors pooled with one
+``reduceat``; word alignment is one batched matmul over padded pairs; both MLP families run
+once on the stacked batch. Per-pair Python is left only where set operations are the work
+(vetoes, lexical overlaps). Not thread-safe: call from one thread (the cache worker).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from cache.verifier import Verifier
+from cache.verifier_model import _UNK, F32, MAX_TOKENS, Prepared, _lexical
+from cache.verifier_text import veto
+
+Pair = tuple[Prepared, Prepared]
+
+
+def _pooled(weights: F32, table: F32, ids: list[npt.NDArray[np.int64]]) -> F32:
+    """(..., n, dim): per text, the ``weights[..., id]``-weighted sum of its token rows, as one
+    matmul of a (..., n, tokens) segment matrix with the batch's token rows."""
+    lens = [len(x) for x in ids]
+    flat = np.concatenate(ids)
+    seg = np.zeros((*weights.shape[:-1], len(ids), len(flat)), dtype=np.float32)
+    w = weights[..., flat]
+    start = 0
+    for k, n in enumerate(lens):
+        seg[..., k, start:start + n] = w[..., start:start + n]
+        start += n
+    out: F32 = np.matmul(seg, table[flat])
+    return out
+
+
+def _unit_rows(x: F32) -> F32:
+    out: F32 = x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-12)
+    return out
+
+
+class BatchVerifier:
+    def __init__(self, verifier: Verifier) -> None:
+        self.verifier = verifier
+        self.model = verifier.model
+        self.space = verifier.model.space
+
+    def prepare_many(self, texts: list[str], ids: list[list[int]] | None = None,
+                     remember: bool = False) -> list[Prepared]:
+        """Prepared texts (memo hits reused); ``ids``: token ids already computed for them."""
+        space = self.space
+        tok_ids = ids if ids is not None else [
+            e.ids for e in space.tokenizer.encode_batch(texts, add_special_tokens=False)]
+        arrays = [np.asarray(x[:MAX_TOKENS] or [_UNK], dtype=np.int64) for x in tok_ids]
+        missing = [i for i, t in enumerate(texts) if space.memo(t) is None]
+        sif = _unit_rows(_pooled(space.sif, space.table, [arrays[i] for i in missing])) if missing else None
+        out: list[Prepared] = []
+        fresh = dict(zip(missing, range(len(missing)), strict=True))
+        for i, text in enumerate(texts):
+            hit = space.memo(text)
+            j = fresh.get(i)
+            if hit is None and j is not None and sif is not None:
+                hit = space.build(text, arrays[i], sif[j], remember)
+            out.append(hit if hit is not None else space.prepare(text, remember))
+        self._proj_many(out, remember)
+        return out
+
+    def _proj_many(self, preps: list[Prepared], remember: bool) -> None:
+        model = self.model
+        todo = [p for p in preps if not model.has_proj(p.text)]
+        if not todo:
+            return
+        pooled = _pooled(np.exp(model.proj_logw), self.space.table, [p.ids for p in todo])
+        vecs = _unit_rows(np.matmul(pooled, model.proj_pw) + model.proj_pb[:, None, :])  # (m, n, d)
+        for k, p in enumerate(todo):
+            model.keep_proj(p.text, np.ascontiguousarray(vecs[:, k, :]), remember)
+
+    def score_pairs(self, pairs: list[Pair]) -> F32:
+        """Verifier score of each (cached, new) pair: vetoes 0, canonical equality 1, else the
+        stacked model."""
+        out = np.zeros(len(pairs), dtype=np.float32)
+        todo = []
+        for k, (a, b) in enumerate(pairs):
+            if veto(a.parsed, b.parsed) is not None:
+                continue
+            if a.canonical and a.canonical == b.canonical:
+                out[k] = 1.0
+            else:
+                todo.append(k)
+        if todo:
+            out[todo] = self.model_scores([pairs[k] for k in todo])
+        return out
+
+    def model_scores(self, pairs: list[Pair]) -> F32:
+        feats = np.concatenate([np.asarray([_lexical(a, b) for a, b in pairs], dtype=np.float32),
+                                align_many(pairs)], axis=1)
+        return self.model.score_features(
+            feats, np.stack([a.sif_vec for a, _ in pairs]), np.stack([b.sif_vec for _, b in pairs]),
+            np.stack([self.model.proj_vecs(a) for a, _ in pairs]),
+            np.stack([self.model.proj_vecs(b) for _, b in pairs]))
+
+
+def _coverage_many(best: F32, idf: F32, mask: npt.NDArray[np.bool_]) -> F32:
+    """(pairs, 5): ``_coverage`` of each row over its valid (masked) words."""
+    n = mask.sum(axis=1)
+    big = np.where(mask, best, np.inf).min(axis=1)
+    mean = np.where(mask, best, 0.0).sum(axis=1) / n
+    low5 = (mask & (best < 0.5)).sum(axis=1) / n
+    low7 = (mask & (best < 0.7)).sum(axis=1) / n
+    miss = np.where(mask, idf * (1.0 - best), -np.inf).max(axis=1)
+    out: F32 = np.stack([big, mean, low5, low7, miss], axis=1).astype(np.float32)
+    return out
+
+
+def _padded(mats: list[F32], idfs: list[F32]) -> tuple[F32, F32, npt.NDArray[np.bool_]]:
+    width = max(1, max(len(m) for m in mats))
+    dim = mats[0].shape[1]
+    vecs = np.zeros((len(mats), width, dim), dtype=np.float32)
+    idf = np.zeros((len(mats), width), dtype=np.float32)
+    mask = np.zeros((len(mats), width), dtype=bool)
+    for k, (m, w) in enumerate(zip(mats, idfs, strict=True)):
+        vecs[k, : len(m)] = m
+        idf[k, : len(m)] = w
+        mask[k, : len(m)] = True
+    return vecs, idf, mask
+
+
+def align_many(pairs: list[Pair]) -> F32:
+    """(pairs, 10): the alignment features of ``pair_features`` (min/max of the two sides)."""
+    va, ia, ma = _padded([a.content_vecs for a, _ in pairs], [a.content_idf for a, _ in pairs])
+    vb, ib, mb = _padded([b.content_vecs for _, b in pairs], [b.content_idf for _, b in pairs])
+    sims = np.matmul(va, vb.transpose(0, 2, 1))
+    both = ma[:, :, None] & mb[:, None, :]
+    sims = np.where(both, sims, -np.inf)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fa = _coverage_many(sims.max(axis=2), ia, ma)
+        fb = _coverage_many(sims.max(axis=1), ib, mb)
+    na, nb = ma.sum(axis=1), mb.sum(axis=1)
+    empty = np.asarray([0.0, 0.0, 1.0, 1.0, 0.0], dtype=np.float32)
+    full = np.asarray([1.0, 1.0, 0.0, 0.0, 0.0], dtype=np.float32)
+    for k in np.flatnonzero((na == 0) | (nb == 0)):
+        fa[k] = full if na[k] == 0 else [*empty[:4], ia[k].max()]
+        fb[k] = full if nb[k] == 0 else [*empty[:4], ib[k].max()]
+    out: F32 = np.empty((len(pairs), 10), dtype=np.float32)
+    out[:, 0::2] = np.minimum(fa, fb)
+    out[:, 1::2] = np.maximum(fa, fb)
+    return out

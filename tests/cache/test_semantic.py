@@ -1,0 +1,42 @@
+"""The semantic lookup runs as one worker step per batch of concurrent callers."""
+
+from __future__ import annotations
+
+import asyncio
+
+from cache.batcher import BatchingEmbedder
+from cache.embedders import Embedder, StaticEmbedder
+from cache.index import SemanticIndex
+from cache.semantic import LOOKUP_BATCH, SemanticCache
+from cache.stores import MemoryStore
+from cache.verifier import Verifier
+from tests.cache.chat_pairs import HARD_NEGATIVES, PARAPHRASES
+
+
+async def test_concurrent_lookups_are_batched_and_match_one_by_one(embedder: Embedder) -> None:
+    assert isinstance(embedder, StaticEmbedder)
+    batcher = BatchingEmbedder(embedder)
+    sem = SemanticCache(MemoryStore(1 << 20), batcher, SemanticIndex(batcher.dim, 1000),
+                        Verifier.load(embedder), 0.5)
+    pairs = [*PARAPHRASES, *HARD_NEGATIVES][:32]
+    for i, (a, _) in enumerate(pairs):
+        await sem.put(f"s{i}", a, a.encode(), 60.0)
+    before = sem.batches
+    together = await asyncio.gather(*(sem.probe(f"s{i}", b) for i, (_, b) in enumerate(pairs)))
+    assert sem.batches - before == -(-len(pairs) // LOOKUP_BATCH)  # not one step per caller
+    alone = [await sem.probe(f"s{i}", b) for i, (_, b) in enumerate(pairs)]
+    assert [c and round(c.score, 5) for c in together] == [c and round(c.score, 5) for c in alone]
+    assert sum(c is not None for c in together) >= len(pairs) // 2
+    hit = await sem.lookup("s0", PARAPHRASES[0][0], 0.9)  # same words: served
+    assert hit is not None and hit[1] == PARAPHRASES[0][0].encode()
+    await batcher.aclose()
+
+
+async def test_lookup_without_verifier_scores_by_cosine(embedder: Embedder) -> None:
+    batcher = BatchingEmbedder(embedder)
+    sem = SemanticCache(MemoryStore(1 << 20), batcher, SemanticIndex(batcher.dim, 10), None, 0.8)
+    await sem.put("s", "How do I reset my password?", b"x", 60.0)
+    cand = await sem.probe("s", "how do I reset my password")
+    assert cand is not None and cand.score == cand.similarity > 0.8
+    assert await sem.probe("other", "how do I reset my password") is None
+    await batcher.aclose()
