@@ -4,22 +4,26 @@ A breaker opens after ``failures`` consecutive failures (errors the classifier c
 deployment's fault: timeouts, 5xx, 429, resets; never client errors, deadlines or
 cancellation). While open the deployment is unavailable to every router. After ``reset``
 seconds exactly one probe request is let through (half-open): success closes the breaker,
-failure opens it again. ``guard`` is used as ``with breakers.guard(name): await ...``.
+failure opens it again. ``guard`` is used as ``with breakers.guard(name): await ...``;
+``run(name, call)`` is the same with a fast path for the common case (closed, no failures
+counted): pybreaker's generator context manager and lock are skipped, and a failure is fed
+into pybreaker through its public ``call`` so that pybreaker stays the only state machine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, NoReturn, TypeVar
 
 import pybreaker
 
 from configs.resilience import BreakerPolicy
 from routing.errors import BreakerOpen
 
+T = TypeVar("T")
 BreakerState = Literal["closed", "open", "half_open"]
 IsFailure = Callable[[BaseException], bool]
 
@@ -85,9 +89,38 @@ class Breakers:
             if probe:
                 self._probing.discard(name)
 
+    async def run(self, name: str, call: Callable[[], Awaitable[T]]) -> T:
+        breaker = self._get(name)
+        if breaker.current_state != pybreaker.STATE_CLOSED or breaker.fail_counter:
+            with self.guard(name):
+                return await call()
+        try:
+            value = await call()
+        except Exception as exc:
+            self._record_failure(breaker, exc)
+            raise
+        if self.failures(name):  # a concurrent failure was counted meanwhile: success resets it
+            breaker.call(_noop)
+        return value
+
+    def _record_failure(self, breaker: pybreaker.CircuitBreaker, exc: Exception) -> None:
+        """Let pybreaker classify and count ``exc`` (excluded errors reset, failures count
+        and may open the breaker); it re-raises, which the caller does itself."""
+        def reraise() -> NoReturn:
+            raise exc
+
+        try:
+            breaker.call(reraise)
+        except Exception:  # pybreaker re-raises exc (or CircuitBreakerError on a trip)
+            return
+
     def states(self) -> dict[str, BreakerState]:
         """Every deployment's breaker state (for the status endpoint and /metrics)."""
         return {name: self.state(name) for name in self._breakers}
 
     def failures(self, name: str) -> int:
         return int(self._get(name).fail_counter)
+
+
+def _noop() -> None:
+    return None

@@ -80,6 +80,10 @@ class Executor:
         self._routers = routers
         self._cluster = cluster
         self._classify = classify
+        self._deployments = {
+            n: (tuple(d.backend for d in m.deployments), tuple(d.weight for d in m.deployments))
+            for n, m in models.items()
+        }
         self.retry_budgets = {n: RetryBudget(m.resilience.retry, rng=rng) for n, m in models.items()}
         self.hedge_budgets = {
             n: Budget(m.resilience.hedge.budget, 0, m.resilience.retry.window)
@@ -112,8 +116,8 @@ class Executor:
         cfg = self._models[name]
         budget = self.retry_budgets[name]
         budget.request()
-        inp = RouteInput(name, tuple(d.backend for d in cfg.deployments), tuple(d.weight for d in cfg.deployments),
-                         run.session_key, run.prefix_key)
+        deployments, weights = self._deployments[name]
+        inp = RouteInput(name, deployments, weights, run.session_key, run.prefix_key)
         candidates = self._routers[name].plan(inp, self._cluster.view(inp.deployments)).candidates
         last: ErrorClass = "server"
         if not candidates:
@@ -159,8 +163,10 @@ class Executor:
         self, name: str, cfg: ModelConfig, candidates: tuple[str, ...], deployment: str, n: int, run: _Run[T],
     ) -> tuple[T, str, str | None]:
         policy = cfg.resilience.hedge
+        if n > 0 or policy is None:
+            return await self._attempt(run, name, deployment), deployment, None
         others = [c for c in candidates if c != deployment and self._cluster.available(c)]
-        if n > 0 or policy is None or not others:
+        if not others:
             return await self._attempt(run, name, deployment), deployment, None
         hedges = self.hedge_budgets[name]
         hedges.request()
@@ -183,8 +189,7 @@ class Executor:
         started = time.perf_counter()
         stats.in_flight += 1
         try:
-            with self._cluster.breakers.guard(deployment):
-                value = await run.attempt(model, deployment)
+            value = await self._cluster.breakers.run(deployment, lambda: run.attempt(model, deployment))
         except Exception as exc:
             stats.in_flight -= 1
             if not isinstance(exc, NoHealthyDeployment):
