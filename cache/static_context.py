@@ -8,8 +8,9 @@ over the training questions (the first ``--rows`` rows of the pairs file, both s
 held-out rows) and averages each token's contextual output vectors. A token seen ``n`` times
 gets ``unit(n * ctx + PRIOR * alone)`` (shrunk towards its alone-vector when rare); tokens seen
 fewer than ``--min-count`` times keep the alone-vector. Only the changed rows are shipped
-(``cache/static_context.npz``, int8 with a per-row scale) and applied by
-``StaticEmbedder.load_or_distill``. ~5-10 min on 2 CPU cores, run under ``nice``.
+(``cache/static_context.npz``, int8 with a per-row scale); the verifier's token table uses
+them (``cache.verifier_model.verifier_table``), the first stage keeps the plain table.
+~5-10 min on 2 CPU cores, run under ``nice``.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [json.loads(line) for line in args.pairs.read_text().splitlines()[: args.rows]]
     texts = [r["text_a"] for r in rows] + [r["text_b"] for r in rows]
     ids, sums, counts = collect(texts, minilm_path())
-    alone = StaticEmbedder.load_or_distill(context=None).table
+    alone = StaticEmbedder.load_or_distill().table
     kept, refined = refined_rows(alone, ids, sums, counts, args.min_count)
     save(args.out, kept, refined)
     sys.stdout.write(f"wrote {args.out}: {len(kept)} refined token rows\n")

@@ -100,48 +100,44 @@ class BatchVerifier:
             np.stack([self.model.proj_vecs(b) for _, b in pairs]))
 
 
-def _coverage_many(best: F32, idf: F32, mask: npt.NDArray[np.bool_]) -> F32:
-    """(pairs, 5): ``_coverage`` of each row over its valid (masked) words."""
-    n = mask.sum(axis=1)
-    big = np.where(mask, best, np.inf).min(axis=1)
-    mean = np.where(mask, best, 0.0).sum(axis=1) / n
-    low5 = (mask & (best < 0.5)).sum(axis=1) / n
-    low7 = (mask & (best < 0.7)).sum(axis=1) / n
-    miss = np.where(mask, idf * (1.0 - best), -np.inf).max(axis=1)
-    out: F32 = np.stack([big, mean, low5, low7, miss], axis=1).astype(np.float32)
+def _coverage_many(best: F32, idf: F32, owner: npt.NDArray[np.int64], n: int) -> F32:
+    """(n pairs, 5): ``_coverage`` per pair; ``best``/``idf`` are the words of all pairs
+    concatenated, ``owner`` the pair of each word (pairs without words are fixed by the caller)."""
+    count = np.maximum(np.bincount(owner, minlength=n), 1)
+    low = np.full(n, np.inf, dtype=np.float32)
+    np.minimum.at(low, owner, best)
+    miss = np.full(n, -np.inf, dtype=np.float32)
+    np.maximum.at(miss, owner, idf * (1.0 - best))
+    out: F32 = np.stack([
+        low, np.bincount(owner, best, minlength=n) / count,
+        np.bincount(owner, best < 0.5, minlength=n) / count,
+        np.bincount(owner, best < 0.7, minlength=n) / count, miss,
+    ], axis=1).astype(np.float32)
     return out
 
 
-def _padded(mats: list[F32], idfs: list[F32]) -> tuple[F32, F32, npt.NDArray[np.bool_]]:
-    width = max(1, max(len(m) for m in mats))
-    dim = mats[0].shape[1]
-    vecs = np.zeros((len(mats), width, dim), dtype=np.float32)
-    idf = np.zeros((len(mats), width), dtype=np.float32)
-    mask = np.zeros((len(mats), width), dtype=bool)
-    for k, (m, w) in enumerate(zip(mats, idfs, strict=True)):
-        vecs[k, : len(m)] = m
-        idf[k, : len(m)] = w
-        mask[k, : len(m)] = True
-    return vecs, idf, mask
-
-
 def align_many(pairs: list[Pair]) -> F32:
-    """(pairs, 10): the alignment features of ``pair_features`` (min/max of the two sides)."""
-    va, ia, ma = _padded([a.content_vecs for a, _ in pairs], [a.content_idf for a, _ in pairs])
-    vb, ib, mb = _padded([b.content_vecs for _, b in pairs], [b.content_idf for _, b in pairs])
-    sims = np.matmul(va, vb.transpose(0, 2, 1))
-    both = ma[:, :, None] & mb[:, None, :]
-    sims = np.where(both, sims, -np.inf)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fa = _coverage_many(sims.max(axis=2), ia, ma)
-        fb = _coverage_many(sims.max(axis=1), ib, mb)
-    na, nb = ma.sum(axis=1), mb.sum(axis=1)
-    empty = np.asarray([0.0, 0.0, 1.0, 1.0, 0.0], dtype=np.float32)
+    """(pairs, 10): the alignment features of ``pair_features`` (min/max of the two sides), from
+    one matmul of all pairs' content words masked to each pair's own block."""
+    n = len(pairs)
+    na = np.asarray([len(a.content_vecs) for a, _ in pairs], dtype=np.int64)
+    nb = np.asarray([len(b.content_vecs) for _, b in pairs], dtype=np.int64)
+    owner_a, owner_b = np.repeat(np.arange(n), na), np.repeat(np.arange(n), nb)
+    dim = pairs[0][0].content_vecs.shape[1]
+    va = np.concatenate([a.content_vecs for a, _ in pairs]) if na.sum() else np.zeros((0, dim), np.float32)
+    vb = np.concatenate([b.content_vecs for _, b in pairs]) if nb.sum() else np.zeros((0, dim), np.float32)
+    ia = np.concatenate([a.content_idf for a, _ in pairs])
+    ib = np.concatenate([b.content_idf for _, b in pairs])
+    sims = np.where(owner_a[:, None] == owner_b[None, :], va @ vb.T, -np.inf).astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        fa = _coverage_many(sims.max(axis=1, initial=-np.inf), ia, owner_a, n)
+        fb = _coverage_many(sims.max(axis=0, initial=-np.inf), ib, owner_b, n)
+    empty = np.asarray([0.0, 0.0, 1.0, 1.0], dtype=np.float32)
     full = np.asarray([1.0, 1.0, 0.0, 0.0, 0.0], dtype=np.float32)
     for k in np.flatnonzero((na == 0) | (nb == 0)):
-        fa[k] = full if na[k] == 0 else [*empty[:4], ia[k].max()]
-        fb[k] = full if nb[k] == 0 else [*empty[:4], ib[k].max()]
-    out: F32 = np.empty((len(pairs), 10), dtype=np.float32)
+        fa[k] = full if na[k] == 0 else [*empty, pairs[k][0].content_idf.max()]
+        fb[k] = full if nb[k] == 0 else [*empty, pairs[k][1].content_idf.max()]
+    out: F32 = np.empty((n, 10), dtype=np.float32)
     out[:, 0::2] = np.minimum(fa, fb)
     out[:, 1::2] = np.maximum(fa, fb)
     return out

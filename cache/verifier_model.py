@@ -30,9 +30,11 @@ import numpy as np
 import numpy.typing as npt
 
 from cache.embedders import StaticEmbedder
+from cache.static_context import load as load_context
 from cache.verifier_text import Parsed, jaccard, parse
 
 MODEL_FILE = Path(__file__).with_name("verifier_model.npz")
+CONTEXT_FILE = Path(__file__).with_name("static_context.npz")
 SIF_A = 1e-3
 MAX_TOKENS = 128
 _ALNUM = re.compile(r"[a-z0-9]+")
@@ -63,6 +65,20 @@ class Prepared:
     canonical: tuple[str, ...]  # contractions expanded, neutral words dropped
     content_vecs: F32  # (n content words, dim), unit rows, sorted content words
     content_idf: F32
+    bigrams: frozenset[str]  # of ``alnum``
+    content_seq: tuple[str, ...]  # ``alnum`` words that are content words, in order
+
+
+def verifier_table(static: StaticEmbedder, context: Path = CONTEXT_FILE) -> F32:
+    """The verifier's token table: ``static.table`` with the contextually refined rows of
+    ``cache/static_context.npz`` (when shipped) in place of the alone-token rows. The first
+    stage keeps the plain table, so ``min_similarity`` keeps its meaning."""
+    if not context.exists():
+        return static.table
+    ids, rows = load_context(context)
+    table = static.table.copy()
+    table[ids] = rows
+    return table
 
 
 def canonical(text: str) -> tuple[str, ...]:
@@ -75,8 +91,10 @@ def canonical(text: str) -> tuple[str, ...]:
 class TokenSpace:
     """Centered static token vectors, SIF token weights and a bounded memo of prepared texts."""
 
-    def __init__(self, static: StaticEmbedder, sif: F32, memo_size: int = 4096) -> None:
-        table = static.table
+    def __init__(self, static: StaticEmbedder, sif: F32, memo_size: int = 4096,
+                 table: F32 | None = None) -> None:
+        """``table``: token vectors to use instead of ``static.table`` (same vocabulary)."""
+        table = static.table if table is None else table
         centered = table - table.mean(axis=0)
         self.table: F32 = (centered / (np.linalg.norm(centered, axis=1, keepdims=True) + 1e-9)).astype(np.float32)
         self.sif = sif.astype(np.float32)
@@ -126,11 +144,12 @@ class TokenSpace:
         parsed = parse(text)
         words = [self._word(w) for w in sorted(parsed.content)]
         dim = self.table.shape[1]
+        alnum = tuple(_ALNUM.findall(text.lower()))
         prepared = Prepared(
-            text=text, parsed=parsed, ids=ids, sif_vec=sif_vec,
-            alnum=tuple(_ALNUM.findall(text.lower())), canonical=canonical(text),
+            text=text, parsed=parsed, ids=ids, sif_vec=sif_vec, alnum=alnum, canonical=canonical(text),
             content_vecs=np.stack([w[0] for w in words]) if words else np.zeros((0, dim), np.float32),
             content_idf=np.asarray([w[1] for w in words], dtype=np.float32),
+            bigrams=_bigrams(alnum), content_seq=tuple(w for w in alnum if w in parsed.content),
         )
         if remember:
             self._memo[text] = prepared
@@ -166,14 +185,13 @@ def _bigrams(words: tuple[str, ...]) -> frozenset[str]:
 def _lexical(a: Prepared, b: Prepared) -> list[float]:
     pa, pb = a.parsed, b.parsed
     na, nb = max(1, len(pa.words)), max(1, len(pb.words))
-    ca = [w for w in a.alnum if w in pa.content]
-    cb = [w for w in b.alnum if w in pb.content]
+    ca, cb = a.content_seq, b.content_seq
     return [
         float(a.sif_vec @ b.sif_vec), jaccard(pa.lower, pb.lower), jaccard(pa.content, pb.content),
         min(na, nb) / max(na, nb), jaccard(pa.trigrams, pb.trigrams), float(pa.wh != pb.wh),
         float(len(pa.entities ^ pb.entities)), float(bool(pa.numbers) != bool(pb.numbers)),
         math.log1p(min(na, nb)), math.log1p(max(na, nb)),
-        jaccard(_bigrams(a.alnum), _bigrams(b.alnum)),
+        jaccard(a.bigrams, b.bigrams),
         float(a.alnum[:1] == b.alnum[:1]), float(a.alnum[:2] == b.alnum[:2]),
         float(a.alnum[-1:] == b.alnum[-1:]), float(ca[-1:] == cb[-1:]), float(ca[:1] == cb[:1]),
     ]
@@ -234,7 +252,8 @@ class PairModel:
     def load(cls, static: StaticEmbedder | None = None, path: Path = MODEL_FILE) -> PairModel:
         with np.load(path) as data:
             arrays = {k: data[k].astype(np.float32) for k in data.files}
-        space = TokenSpace(static or StaticEmbedder.load_or_distill(), arrays["sif"])
+        static = static or StaticEmbedder.load_or_distill()
+        space = TokenSpace(static, arrays["sif"], table=verifier_table(static))
         return cls(space, arrays)
 
     def has_proj(self, text: str) -> bool:

@@ -28,7 +28,7 @@ import torch
 
 from cache.embedders import StaticEmbedder
 from cache.verifier import Verifier
-from cache.verifier_model import MODEL_FILE, SIF_A, PairModel, TokenSpace, pair_features
+from cache.verifier_model import MODEL_FILE, SIF_A, PairModel, TokenSpace, pair_features, verifier_table
 from cache.verifier_text import veto
 
 F32 = npt.NDArray[np.float32]
@@ -175,9 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = [json.loads(line) for line in args.pairs.read_text().splitlines()[: args.train_rows]]
     static = StaticEmbedder.load_or_distill()
     texts = [r["text_a"] for r in rows] + [r["text_b"] for r in rows]
-    base = TokenSpace(static, np.ones(static.table.shape[0], np.float32))
+    table = verifier_table(static)
+    base = TokenSpace(static, np.ones(static.table.shape[0], np.float32), table=table)
     sif = sif_weights([base.ids(t) for t in texts], static.table.shape[0])
-    space = TokenSpace(static, sif)
+    space = TokenSpace(static, sif, table=table)
     data = prepare_data(space, rows)
     usable = np.flatnonzero(~data["vetoed"])
     split = len(rows) - args.val_rows
