@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+from scipy.sparse import csr_matrix
 
 log = logging.getLogger(__name__)
 
@@ -131,28 +132,22 @@ class StaticEmbedder:
         return self.encode_ids(self.token_ids(texts))
 
     def encode_ids(self, ids: list[list[int]]) -> Vectors:
-        """``encode`` from already computed token ids (vectorised over the batch)."""
-        out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        """``encode`` from already computed token ids: one sparse (texts x vocabulary) by
+        dense (vocabulary x dim) product for the batch."""
         cut = [seq[:256] for seq in ids]
-        lens = np.asarray([len(seq) for seq in cut], dtype=np.int64)
-        rows = np.flatnonzero(lens)
-        if not rows.size:
-            return out
-        flat = np.fromiter((t for seq in cut for t in seq), dtype=np.int64, count=int(lens.sum()))
-        weighted = self._table[flat] * self._weights[flat][:, None]
-        starts = np.concatenate([[0], np.cumsum(lens[rows])[:-1]])
-        sums = np.add.reduceat(weighted, starts, axis=0)
-        norms = np.linalg.norm(sums, axis=1, keepdims=True)
-        out[rows] = sums / np.where(norms > 0, norms, 1.0)
+        flat = np.fromiter((t for seq in cut for t in seq), dtype=np.int64)
+        indptr = np.concatenate([[0], np.cumsum([len(seq) for seq in cut])])
+        mat = csr_matrix((self._weights[flat], flat, indptr), shape=(len(ids), len(self._table)))
+        out = np.asarray(mat @ self._table, dtype=np.float32)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        out /= np.where(norms > 0, norms, 1.0)
         return out
 
     @classmethod
-    def load_or_distill(cls, cache_dir: Path | None = None, model_path: Path | None = None,
-                        context: Path | None = None) -> StaticEmbedder:
+    def load_or_distill(cls, cache_dir: Path | None = None, model_path: Path | None = None
+                        ) -> StaticEmbedder:
         """Load the distilled table for the installed model, distilling it first if absent
-        (~30 s on 2 cores, once per machine). Concurrent distillers race benignly.
-        ``context``: a file of rows refined from contextual outputs (``cache/static_context.py``)
-        that replace the alone-token rows; ``None`` (default) keeps the plain table."""
+        (~30 s on 2 cores, once per machine). Concurrent distillers race benignly."""
         model_path = model_path or minilm_path()
         digest = hashlib.sha256((model_path / "model.safetensors").read_bytes()).hexdigest()[:16]
         cache_dir = cache_dir or Path.home() / ".cache" / "turnout"
@@ -164,13 +159,8 @@ class StaticEmbedder:
             np.savez(tmp, table=table.astype(np.float16), weights=weights)
             tmp.replace(file)
         data = np.load(file)
-        table = data["table"].astype(np.float32)
-        if context is not None and context.exists():
-            from cache.static_context import load
-
-            ids, rows = load(context)
-            table[ids] = rows
-        return cls(table, data["weights"].astype(np.float32), model_path / "tokenizer.json")
+        return cls(data["table"].astype(np.float32), data["weights"].astype(np.float32),
+                   model_path / "tokenizer.json")
 
 
 def distill(model_path: Path, batch: int = 1024) -> tuple[Vectors, Vectors]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+from scipy.sparse import csr_matrix
 
 from cache.verifier import Verifier
 from cache.verifier_model import _UNK, F32, MAX_TOKENS, Prepared, _lexical
@@ -20,18 +21,18 @@ Pair = tuple[Prepared, Prepared]
 
 
 def _pooled(weights: F32, table: F32, ids: list[npt.NDArray[np.int64]]) -> F32:
-    """(..., n, dim): per text, the ``weights[..., id]``-weighted sum of its token rows, as one
-    matmul of a (..., n, tokens) segment matrix with the batch's token rows."""
-    lens = [len(x) for x in ids]
+    """(members, n, dim) for ``weights`` (members, vocab), or (n, dim) for (vocab,): per text,
+    the ``weights[id]``-weighted sum of its token rows. One sparse (rows = texts x members,
+    columns = vocabulary) by dense product: no gather of the token rows, no dense segment matrix."""
     flat = np.concatenate(ids)
-    seg = np.zeros((*weights.shape[:-1], len(ids), len(flat)), dtype=np.float32)
-    w = weights[..., flat]
-    start = 0
-    for k, n in enumerate(lens):
-        seg[..., k, start:start + n] = w[..., start:start + n]
-        start += n
-    out: F32 = np.matmul(seg, table[flat])
-    return out
+    indptr = np.concatenate([[0], np.cumsum([len(x) for x in ids])])
+    w = np.atleast_2d(weights)
+    members, total = len(w), len(flat)
+    data = w[:, flat].reshape(-1)
+    ptr = np.concatenate([indptr[:-1] + m * total for m in range(members)] + [[members * total]])
+    mat = csr_matrix((data, np.tile(flat, members), ptr), shape=(members * len(ids), table.shape[0]))
+    out: F32 = np.asarray(mat @ table, dtype=np.float32).reshape(members, len(ids), -1)
+    return out if weights.ndim > 1 else out[0]
 
 
 def _unit_rows(x: F32) -> F32:

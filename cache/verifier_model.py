@@ -30,11 +30,9 @@ import numpy as np
 import numpy.typing as npt
 
 from cache.embedders import StaticEmbedder
-from cache.static_context import load as load_context
 from cache.verifier_text import Parsed, jaccard, parse
 
 MODEL_FILE = Path(__file__).with_name("verifier_model.npz")
-CONTEXT_FILE = Path(__file__).with_name("static_context.npz")
 SIF_A = 1e-3
 MAX_TOKENS = 128
 _ALNUM = re.compile(r"[a-z0-9]+")
@@ -69,18 +67,6 @@ class Prepared:
     content_seq: tuple[str, ...]  # ``alnum`` words that are content words, in order
 
 
-def verifier_table(static: StaticEmbedder, context: Path = CONTEXT_FILE) -> F32:
-    """The verifier's token table: ``static.table`` with the contextually refined rows of
-    ``cache/static_context.npz`` (when shipped) in place of the alone-token rows. The first
-    stage keeps the plain table, so ``min_similarity`` keeps its meaning."""
-    if not context.exists():
-        return static.table
-    ids, rows = load_context(context)
-    table = static.table.copy()
-    table[ids] = rows
-    return table
-
-
 def canonical(text: str) -> tuple[str, ...]:
     lowered = text.lower().replace("\u2019", "'")
     for short, long in _CONTRACTIONS:
@@ -91,10 +77,8 @@ def canonical(text: str) -> tuple[str, ...]:
 class TokenSpace:
     """Centered static token vectors, SIF token weights and a bounded memo of prepared texts."""
 
-    def __init__(self, static: StaticEmbedder, sif: F32, memo_size: int = 4096,
-                 table: F32 | None = None) -> None:
-        """``table``: token vectors to use instead of ``static.table`` (same vocabulary)."""
-        table = static.table if table is None else table
+    def __init__(self, static: StaticEmbedder, sif: F32, memo_size: int = 4096) -> None:
+        table = static.table
         centered = table - table.mean(axis=0)
         self.table: F32 = (centered / (np.linalg.norm(centered, axis=1, keepdims=True) + 1e-9)).astype(np.float32)
         self.sif = sif.astype(np.float32)
@@ -252,8 +236,7 @@ class PairModel:
     def load(cls, static: StaticEmbedder | None = None, path: Path = MODEL_FILE) -> PairModel:
         with np.load(path) as data:
             arrays = {k: data[k].astype(np.float32) for k in data.files}
-        static = static or StaticEmbedder.load_or_distill()
-        space = TokenSpace(static, arrays["sif"], table=verifier_table(static))
+        space = TokenSpace(static or StaticEmbedder.load_or_distill(), arrays["sif"])
         return cls(space, arrays)
 
     def has_proj(self, text: str) -> bool:
