@@ -90,7 +90,9 @@ class MicroBatcher(Generic[T, R]):
             else:
                 fut.set_result(results[i])
         if self._pending:
-            self._kick(loop)
+            # After the callers just resolved have run: starting the worker now would make it
+            # fight them for the GIL (the loop would wait up to the switch interval, 5 ms).
+            loop.call_soon(self._kick, loop)
         else:
             self._running = False
 

@@ -48,23 +48,20 @@ class BatchVerifier:
 
     def prepare_many(self, texts: list[str], ids: list[list[int]] | None = None,
                      remember: bool = False) -> list[Prepared]:
-        """Prepared texts (memo hits reused); ``ids``: token ids already computed for them."""
+        """Prepared texts (memo hits reused); ``ids``: token ids already computed for them.
+        Only texts not in the memo are tokenised and pooled, in one batch."""
         space = self.space
-        tok_ids = ids if ids is not None else [
-            e.ids for e in space.tokenizer.encode_batch(texts, add_special_tokens=False)]
-        arrays = [np.asarray(x[:MAX_TOKENS] or [_UNK], dtype=np.int64) for x in tok_ids]
-        missing = [i for i, t in enumerate(texts) if space.memo(t) is None]
-        sif = _unit_rows(_pooled(space.sif, space.table, [arrays[i] for i in missing])) if missing else None
-        out: list[Prepared] = []
-        fresh = dict(zip(missing, range(len(missing)), strict=True))
-        for i, text in enumerate(texts):
-            hit = space.memo(text)
-            j = fresh.get(i)
-            if hit is None and j is not None and sif is not None:
-                hit = space.build(text, arrays[i], sif[j], remember)
-            out.append(hit if hit is not None else space.prepare(text, remember))
-        self._proj_many(out, remember)
-        return out
+        out = [space.memo(t) for t in texts]
+        missing = [i for i, p in enumerate(out) if p is None]
+        if missing:
+            tok_ids = [ids[i] for i in missing] if ids is not None else space.token_ids([texts[i] for i in missing])
+            arrays = [np.asarray(x[:MAX_TOKENS] or [_UNK], dtype=np.int64) for x in tok_ids]
+            sif = _unit_rows(_pooled(space.sif, space.table, arrays))
+            for j, i in enumerate(missing):
+                out[i] = space.memo(texts[i]) or space.build(texts[i], arrays[j], sif[j], remember)
+        done = [p for p in out if p is not None]
+        self._proj_many(done, remember)
+        return done
 
     def _proj_many(self, preps: list[Prepared], remember: bool) -> None:
         model = self.model

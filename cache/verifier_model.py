@@ -24,7 +24,6 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -85,6 +84,7 @@ class TokenSpace:
         freq = SIF_A * (1.0 / np.clip(self.sif, 1e-9, None) - 1.0)
         self.idf: F32 = (-np.log(np.clip(freq, 1e-7, None))).astype(np.float32)
         self._tok = static.tokenizer
+        self._static = static
         self._words: dict[str, tuple[F32, float]] = {}
         self._memo: OrderedDict[str, Prepared] = OrderedDict()
         self._memo_size = memo_size
@@ -102,9 +102,9 @@ class TokenSpace:
                 self._words[word] = hit
         return hit
 
-    @property
-    def tokenizer(self) -> Any:
-        return self._tok
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of a batch (the static embedder's fast path; same ids as ``ids``)."""
+        return self._static.token_ids(texts)
 
     def memo(self, text: str) -> Prepared | None:
         """The remembered preparation of ``text``, if any (refreshes its LRU position)."""

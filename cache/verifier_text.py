@@ -70,18 +70,20 @@ class Parsed:
 
 
 def parse(text: str) -> Parsed:
+    """Set operations and comprehensions rather than generators: this runs once per new
+    question on the lookup path."""
     words = tuple(_WORD.findall(text))
     lower = [w.lower() for w in words]
-    numbers = {n.replace(",", "") for n in _NUMBER.findall(text)}
-    numbers |= {w for w in lower if w in _NUMBER_WORDS}
-    entities = {w.lower() for i, w in enumerate(words) if i > 0 and w[:1].isupper() and w.lower() not in _STOP}
+    lower_set = frozenset(lower)
+    numbers = {n.replace(",", "") for n in _NUMBER.findall(text)} | (lower_set & _NUMBER_WORDS)
+    entities = {w.lower() for w in words[1:] if w[:1].isupper()} - _STOP
     wh = next((w for w in lower if w in _WH), None)
     squashed = " ".join(lower)
+    negations = [w for w in lower if w in _NEGATIONS or w.endswith("n't")]
     return Parsed(
-        words=words, lower=frozenset(lower), content=frozenset(w for w in lower if w not in _STOP),
-        numbers=frozenset(numbers), negated=sum(w in _NEGATIONS or w.endswith("n't") for w in lower) % 2 == 1,
-        wh=wh, entities=frozenset(entities),
-        trigrams=frozenset(squashed[i:i + 3] for i in range(max(0, len(squashed) - 2))),
+        words=words, lower=lower_set, content=lower_set - _STOP, numbers=frozenset(numbers),
+        negated=len(negations) % 2 == 1, wh=wh, entities=frozenset(entities),
+        trigrams=frozenset(map("".join, zip(squashed, squashed[1:], squashed[2:], strict=False))),
     )
 
 
