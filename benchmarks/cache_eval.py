@@ -32,7 +32,7 @@ from cache.batcher import BatchingEmbedder
 from cache.build import load_embedder
 from cache.embedders import StaticEmbedder
 from cache.index import SemanticIndex
-from cache.semantic import LOOKUP_BATCH, SemanticCache
+from cache.semantic import SemanticCache
 from cache.stores import MemoryStore
 from cache.verifier import Verifier
 from configs.cache import SemanticConfig
@@ -60,7 +60,8 @@ async def _run(rows: list[dict[str, Any]], mode: str, args: argparse.Namespace) 
     index = SemanticIndex(batcher.dim, max(1, len(rows)) * 2)
     static = embedder if isinstance(embedder, StaticEmbedder) else None
     sem = SemanticCache(MemoryStore(1 << 30), batcher, index,
-                        None if args.no_verifier else Verifier.load(static), args.min_similarity,
+                        None if args.no_verifier else Verifier.load(static, memo_size=args.verifier_memo),
+                        args.min_similarity,
                         lookup_batch=args.lookup_batch)
     keys = []
     for i, row in enumerate(rows):
@@ -174,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", type=int, default=0, help="skip the first N rows (e.g. the training part)")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--concurrency", type=int, default=32, help="callers for the latency run (1: skip)")
-    ap.add_argument("--lookup-batch", type=int, default=LOOKUP_BATCH, help="lookups per worker step")
+    ap.add_argument("--lookup-batch", type=int, default=defaults.lookup_batch, help="lookups per worker step")
+    ap.add_argument("--verifier-memo", type=int, default=defaults.verifier_memo,
+                    help="cached questions kept prepared for the verifier")
     ap.add_argument("--plot", type=Path, default=Path("cache_eval.png"))
     args = ap.parse_args(argv)
     rows = _load(args.pairs, args.skip, args.limit)

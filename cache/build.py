@@ -80,6 +80,7 @@ def build_cache(cfg: CacheConfig, registry: CollectorRegistry, redis_url: str | 
     index = SemanticIndex(batcher.dim, cfg.semantic.max_entries, on_evict=evicted)
     sync = RedisIndexSync(store) if isinstance(store, RedisStore) else None
     static = batcher.embedder if isinstance(batcher.embedder, StaticEmbedder) else None
-    semantic = SemanticCache(store, batcher, index, Verifier.load(static) if cfg.semantic.verifier else None,
-                             cfg.semantic.min_similarity, sync=sync)
+    verifier = Verifier.load(static, memo_size=cfg.semantic.verifier_memo) if cfg.semantic.verifier else None
+    semantic = SemanticCache(store, batcher, index, verifier, cfg.semantic.min_similarity, sync=sync,
+                             lookup_batch=cfg.semantic.lookup_batch)
     return CacheRuntime(TurnoutCache(cfg, store, metrics, semantic), batcher, sync)

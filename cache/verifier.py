@@ -31,9 +31,12 @@ class Verifier:
         self.model = model
 
     @classmethod
-    def load(cls, static: StaticEmbedder | None = None, path: Path = MODEL_FILE) -> Verifier:
-        """``static``: share an already loaded static embedder (its token table)."""
-        return cls(PairModel.load(static, path))
+    def load(cls, static: StaticEmbedder | None = None, path: Path = MODEL_FILE,
+             memo_size: int = 8192) -> Verifier:
+        """``static``: share an already loaded static embedder (its token table).
+        ``memo_size``: cached questions kept prepared (~20-27 KB each); lookups against a
+        question outside it prepare it again (about doubling their cost)."""
+        return cls(PairModel.load(static, path, memo_size))
 
     @property
     def default_threshold(self) -> float:

@@ -233,11 +233,12 @@ class PairModel:
         self._memo_size = memo_size
 
     @classmethod
-    def load(cls, static: StaticEmbedder | None = None, path: Path = MODEL_FILE) -> PairModel:
+    def load(cls, static: StaticEmbedder | None = None, path: Path = MODEL_FILE,
+             memo_size: int = 4096) -> PairModel:
         with np.load(path) as data:
             arrays = {k: data[k].astype(np.float32) for k in data.files}
-        space = TokenSpace(static or StaticEmbedder.load_or_distill(), arrays["sif"])
-        return cls(space, arrays)
+        space = TokenSpace(static or StaticEmbedder.load_or_distill(), arrays["sif"], memo_size)
+        return cls(space, arrays, memo_size)
 
     def has_proj(self, text: str) -> bool:
         return text in self._vecs

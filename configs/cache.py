@@ -13,7 +13,9 @@ cache:
     max_entries: 100000          # index bound across all scopes (LRU eviction)
     embedder: static             # static (distilled all-MiniLM-L6-v2, fast) | minilm
     verifier: true               # second stage on/off
-    max_batch: 64
+    max_batch: 64                # texts per embedding step (puts)
+    lookup_batch: 16             # lookups per worker step (embed + search + verifier)
+    verifier_memo: 8192          # cached questions kept prepared for the verifier (~20-27 KB each)
   routes:                        # per model alias; every key optional
     llama-8b: {exact: true, semantic: false, threshold: 0.6, ttl: 10m,
                nondeterministic: false, tool_calls: false}
@@ -41,6 +43,8 @@ class SemanticConfig:
     embedder: str = "static"
     verifier: bool = True
     max_batch: int = 64
+    lookup_batch: int = 16
+    verifier_memo: int = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,8 @@ def _parse_semantic(s: Reader) -> SemanticConfig:
         embedder=s.choice("embedder", ("static", "minilm"), "static"),
         verifier=s.bool("verifier", True),
         max_batch=s.int("max_batch", 64, min_value=1),
+        lookup_batch=s.int("lookup_batch", 16, min_value=1),
+        verifier_memo=s.int("verifier_memo", 8192, min_value=1),
     )
     s.finish()
     return cfg
