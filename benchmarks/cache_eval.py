@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from cache.batcher import BatchingEmbedder
-from cache.build import load_embedder
+from cache.build import freeze_startup_objects, load_embedder
 from cache.embedders import StaticEmbedder
 from cache.index import SemanticIndex
 from cache.semantic import SemanticCache
@@ -63,6 +63,7 @@ async def _run(rows: list[dict[str, Any]], mode: str, args: argparse.Namespace) 
                         None if args.no_verifier else Verifier.load(static, memo_size=args.verifier_memo),
                         args.min_similarity,
                         lookup_batch=args.lookup_batch)
+    freeze_startup_objects()  # as build_cache does at gateway start
     keys = []
     for i, row in enumerate(rows):
         scope = "eval" if mode == "gptcache" else f"p{i}"
