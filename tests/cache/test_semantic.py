@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from typing import Any
 
 import numpy as np
 
@@ -42,4 +44,31 @@ async def test_lookup_without_verifier_scores_by_cosine(embedder: Embedder) -> N
     cand = await sem.probe("s", "how do I reset my password")
     assert cand is not None and cand.score == cand.similarity > 0.8
     assert await sem.probe("other", "how do I reset my password") is None
+    await batcher.aclose()
+
+
+async def test_model_code_runs_in_the_worker_thread_only(embedder: Embedder) -> None:
+    """The event loop only enqueues and awaits: embedding, search and the verifier run in the
+    cache's worker thread."""
+    assert isinstance(embedder, StaticEmbedder)
+    batcher = BatchingEmbedder(embedder)
+    sem = SemanticCache(MemoryStore(1 << 20), batcher, SemanticIndex(batcher.dim, 10),
+                        Verifier.load(embedder), 0.5)
+    threads: set[str] = set()
+    batch = sem._batch
+    assert batch is not None
+    score, prepare = batch.score_pairs, batch.prepare_many
+
+    def spy_score(*args: Any, **kwargs: Any) -> Any:
+        threads.add(threading.current_thread().name)
+        return score(*args, **kwargs)
+
+    def spy_prepare(*args: Any, **kwargs: Any) -> Any:
+        threads.add(threading.current_thread().name)
+        return prepare(*args, **kwargs)
+
+    batch.score_pairs, batch.prepare_many = spy_score, spy_prepare  # type: ignore[method-assign]
+    await sem.put("s", "How do I cook rice?", b"x", 60.0)
+    await asyncio.gather(*(sem.probe("s", q) for q in ("how should I cook rice", "How do I cook rice fast?")))
+    assert threads and all(name.startswith("turnout-cache") for name in threads), threads
     await batcher.aclose()
