@@ -28,6 +28,15 @@ from gateway.pipeline import OpenStream, Pipeline, RequestContext, close_chunks
 from gateway.sse import DONE, assemble, collected_text, frame, replay
 
 
+class SSEResponse(web.StreamResponse):
+    """A stream whose headers leave with its first event, in one write. aiohttp's StreamResponse
+    flushes headers at ``prepare()``, so the first event followed in a second small write and
+    reached clients measurably later (strace: two writes ~0.2-0.5 ms apart); aiohttp's own
+    ``Response`` defers headers the same way through this class attribute."""
+
+    _send_headers_immediately = False
+
+
 class _StreamState:
     __slots__ = ("cut", "payloads", "usage")
 
@@ -42,8 +51,7 @@ async def write_stream(
     body: dict[str, Any], headers: dict[str, str],
 ) -> web.StreamResponse:
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    resp = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream",
-                                       "Cache-Control": "no-cache"})
+    resp = SSEResponse(headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await resp.prepare(request)
     ctx.obs.first_byte = time.perf_counter()
     if opened.cached is not None:
