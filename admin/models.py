@@ -49,7 +49,9 @@ class Limits:
     @property
     def limited(self) -> bool:
         """Whether any counter applies (model lists are checked by the gateway, not counted)."""
-        return any(v is not None for v in (self.rpm, self.tpm, self.concurrency, self.budget_usd))
+        # Plain checks, no tuple or generator: this runs for every scope of every request.
+        return (self.rpm is not None or self.tpm is not None or self.concurrency is not None
+                or self.budget_usd is not None)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
