@@ -31,6 +31,7 @@ from gateway.errors import InvalidRequest
 from gateway.interfaces import CachedAnswer, CacheQuery
 from gateway.keys import RESPONSE_CACHE, TASKS
 from gateway.middleware import principal_of
+from gateway.observe import RECORDER
 
 log = logging.getLogger("turnout.cache")
 
@@ -88,7 +89,9 @@ def build_response_cache(cfg: GatewayConfig, spawn: Spawn, registry: CollectorRe
 
 
 def install(app: web.Application, cfg: GatewayConfig, embedder: Embedder | None = None) -> CacheAdapter:
-    registry = CollectorRegistry()
+    # With metrics on, the cache's own metrics (lookups by kind, latency, evictions, false hits)
+    # go on the registry /metrics serves; otherwise a private one keeps them inspectable.
+    registry = app[RECORDER].families.registry if RECORDER in app else CollectorRegistry()
     app[CACHE_REGISTRY] = registry
 
     def spawn(coro: Coroutine[Any, Any, Any]) -> None:

@@ -84,3 +84,15 @@ async def test_semantic_hit_and_admin_routes(gateway: GatewayFactory, mock_upstr
     assert state is None
     async with http.post(f"{base}/v1/cache/feedback", json={"key": 3}) as resp:
         assert resp.status == 400
+
+
+@pytest.mark.redis
+async def test_cache_metrics_are_served_on_metrics(gateway: GatewayFactory, mock_upstream: MockServerHandle) -> None:
+    base = await gateway(cache_yaml(mock_upstream.url, f"t-{uuid.uuid4().hex[:8]}:"))
+    async with aiohttp.ClientSession() as http:
+        await chat(http, base, "what is metered?")
+        assert (await until_hit(http, base, "what is metered?"))[0] == "hit-exact"
+        async with http.get(f"{base}/metrics") as resp:
+            text = await resp.text()
+    assert 'turnout_cache_lookups_total{kind="exact",result="hit"}' in text
+    assert "turnout_cache_stores_total" in text
