@@ -164,7 +164,7 @@ async def set_key_limits(request: web.Request) -> web.Response:
     return _json(key.public())
 
 
-async def _budget(state: AdminState, scope: Scope) -> dict[str, Any]:
+async def budget_status(state: AdminState, scope: Scope) -> dict[str, Any]:
     now = time.time()
     period = period_of(scope.limits.budget_period, now)
     live = await state.quota.budget_state(scope, now)
@@ -183,12 +183,12 @@ async def _budget(state: AdminState, scope: Scope) -> dict[str, Any]:
 
 async def tenant_budget(request: web.Request) -> web.Response:
     tenant = await _tenant(request)
-    return _json(await _budget(_state(request), Scope(f"t:{tenant.id}", tenant.limits)))
+    return _json(await budget_status(_state(request), Scope(f"t:{tenant.id}", tenant.limits)))
 
 
 async def key_budget(request: web.Request) -> web.Response:
     key = await _key(request)
-    return _json(await _budget(_state(request), Scope(f"k:{key.id}", key.limits)))
+    return _json(await budget_status(_state(request), Scope(f"k:{key.id}", key.limits)))
 
 
 async def usage(request: web.Request) -> web.Response:

@@ -4,22 +4,26 @@ config has an ``admin:`` section (the gateway imports this module by name, never
 It installs, on the gateway app:
 - AUTHENTICATOR: API keys (a placeholder that refuses until startup has opened the store);
 - ADMISSION: rate limits + budget reservation + usage metering (set at startup);
-- a cleanup context owning the database, Redis, the usage flush task and the pub/sub listener;
+- a cleanup context owning the database, Redis, the usage flush task, the pub/sub listener and,
+  with metrics on, the task exporting each tenant's budget use (turnout_budget_used_ratio);
 - the admin API as a sub-app at ``/admin/v1`` with its own admin-key middleware.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
 from admin.api import ADMIN_STATE, create_admin_app
-from admin.state import open_state
+from admin.budget_export import run_budget_export
+from admin.state import AdminState, open_state
 from configs import GatewayConfig
 from gateway.errors import AuthenticationError
 from gateway.interfaces import Principal
 from gateway.keys import ADMISSION, AUTHENTICATOR, TASKS
+from gateway.observe import RECORDER
 
 ADMIN_MOUNT = "/admin/v1"
 
@@ -41,12 +45,27 @@ def _admin_ctx(cfg: GatewayConfig) -> Callable[[web.Application], AsyncIterator[
         app[ADMIN_STATE] = state
         app[AUTHENTICATOR] = state.authenticator
         app[ADMISSION] = state.admission
+        exporter = _start_budget_export(app, state)
         try:
             yield
         finally:
+            if exporter is not None:  # an endless loop: cancel it, never drain it
+                exporter.cancel()
+                await asyncio.gather(exporter, return_exceptions=True)
             # aiohttp runs on_shutdown (the gateway's drain) before in-flight handlers finish;
             # by now they have, so wait for the settle tasks they spawned before flushing usage.
             await app[TASKS].drain(cfg.server.grace_period)
             await state.close()
 
     return admin_ctx
+
+
+def _start_budget_export(app: web.Application, state: AdminState) -> asyncio.Task[None] | None:
+    if RECORDER not in app:
+        return None
+    recorder = app[RECORDER]
+
+    def set_ratio(tenant: str, ratio: float) -> None:
+        recorder.families.budget_used.labels(tenant=recorder.tenant_label(tenant)).set(ratio)
+
+    return asyncio.get_running_loop().create_task(run_budget_export(state, set_ratio), name="budget-export")

@@ -167,3 +167,26 @@ async def test_openapi_documents_every_route(client: Client) -> None:
     admin_routes = {r for r in seen if r[0].startswith("/admin/")}
     assert admin_routes == {r for r in documented if r[0].startswith("/admin/")}
     assert {r for r in documented if not r[0].startswith("/admin/")} <= seen  # public ones exist
+
+
+async def test_budget_use_is_exported_to_metrics(client: Client) -> None:
+    from admin.api import ADMIN_STATE
+    from admin.budget_export import export_budgets
+    from gateway.observe import RECORDER
+
+    key = await new_key(client, "acme", limits={"budget_usd": 60, "budget_period": "day"})
+    assert (await client.post("/v1/chat/completions", json=chat(), headers=bearer(key))).status == 200
+    app = client.app
+    assert app is not None
+    recorder = app[RECORDER]
+    seen: dict[str, float] = {}
+
+    def set_ratio(tenant: str, ratio: float) -> None:
+        seen[tenant] = ratio
+        recorder.families.budget_used.labels(tenant=recorder.tenant_label(tenant)).set(ratio)
+
+    assert await export_budgets(app[ADMIN_STATE], set_ratio) == 1
+    budget = await (await client.get("/admin/v1/tenants/acme/budget", headers=ADMIN)).json()
+    assert seen["acme"] == pytest.approx(budget["spent_usd"] / 60) and seen["acme"] > 0
+    text = await (await client.get("/metrics")).text()
+    assert 'turnout_budget_used_ratio{tenant="acme"}' in text
