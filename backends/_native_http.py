@@ -98,12 +98,16 @@ def forward_headers(static: Mapping[str, str], incoming: Mapping[str, str],
 
 async def open_response(
     session: aiohttp.ClientSession, budget: Budget, url: str, body: Any, *,
-    headers: Mapping[str, str], timeouts: Timeouts,
+    headers: Mapping[str, str], timeouts: Timeouts, phase: TimeoutPhase = "first_token",
 ) -> aiohttp.ClientResponse:
-    """POST ``body`` as JSON; return the response (headers read, status < 400) or raise."""
+    """POST ``body`` as JSON; return the response (headers read, status < 400) or raise.
+
+    ``phase`` bounds the wait for the headers: ``first_token`` for a stream (they come with the
+    first token), ``total`` for a whole answer (they come after the whole generation, so a
+    first-token limit would cut long answers short; see configs.schema.Timeouts)."""
     hdrs = {**headers, "Content-Type": "application/json"}
     try:
-        resp = await budget.wait("first_token", session.post(
+        resp = await budget.wait(phase, session.post(
             url, data=orjson.dumps(body), headers=hdrs, timeout=client_timeout(timeouts)))
     except BackendError:
         raise

@@ -24,7 +24,7 @@ status and ``Retry-After`` when the provider sent one.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -77,14 +77,7 @@ class LiteLLMBackend:
         budget = Budget(self.name, self._cfg.timeouts, req.deadline)
         kwargs = self._kwargs(req.body, req.headers, budget)
         call = litellm.acompletion if req.endpoint == "chat" else litellm.atext_completion
-        try:
-            result = await budget.wait("first_token", call(stream=False, **kwargs))
-        except BackendError:
-            raise
-        except Exception as exc:
-            raise self._map(litellm, exc, budget) from exc
-        body = _plain(self.name, result)
-        return BackendResponse(body, Usage.from_openai(body.get("usage")))
+        return await self._whole(litellm, budget, call(stream=False, **kwargs))
 
     async def stream(self, req: BackendRequest) -> AsyncIterator[Chunk]:
         litellm = load_litellm()
@@ -141,8 +134,13 @@ class LiteLLMBackend:
         litellm = load_litellm()
         budget = Budget(self.name, self._cfg.timeouts, req.deadline)
         kwargs = self._kwargs(req.body, req.headers, budget)
+        return await self._whole(litellm, budget, litellm.aembedding(**kwargs))
+
+    async def _whole(self, litellm: Any, budget: Budget, call: Awaitable[Any]) -> BackendResponse:
+        """One non-streaming call, bounded by the total budget (not first_token: the answer comes
+        whole, after the generation), its errors mapped to backends.errors."""
         try:
-            result = await budget.wait("first_token", litellm.aembedding(**kwargs))
+            result = await budget.wait("total", call)
         except BackendError:
             raise
         except Exception as exc:

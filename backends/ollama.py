@@ -33,7 +33,7 @@ from backends._native_http import (
 )
 from backends._shapes import Shape
 from backends.base import BackendRequest, BackendResponse, Chunk, EmbeddingRequest, Health
-from backends.errors import BackendHTTPError, BackendProtocolError
+from backends.errors import BackendHTTPError, BackendProtocolError, TimeoutPhase
 from configs.schema import BackendConfig
 
 _PATHS = {"chat": "/api/chat", "completion": "/api/generate"}
@@ -49,11 +49,11 @@ class OllamaBackend:
         self._base = cfg.url.rstrip("/")
 
     async def _post(self, budget: Budget, path: str, body: dict[str, Any],
-                    headers: Mapping[str, str]) -> aiohttp.ClientResponse:
+                    headers: Mapping[str, str], phase: TimeoutPhase = "first_token") -> aiohttp.ClientResponse:
         return await open_response(
             self._session, budget, self._base + path, body,
             headers=forward_headers(self._cfg.headers, headers, self._cfg.api_key),
-            timeouts=self._cfg.timeouts)
+            timeouts=self._cfg.timeouts, phase=phase)
 
     def _check(self, obj: dict[str, Any]) -> dict[str, Any]:
         if "error" in obj:
@@ -63,7 +63,7 @@ class OllamaBackend:
     async def complete(self, req: BackendRequest) -> BackendResponse:
         budget = Budget(self.name, self._cfg.timeouts, req.deadline)
         payload = tr.request(self.name, req.endpoint, req.body, stream=False)
-        resp = await self._post(budget, _PATHS[req.endpoint], payload, req.headers)
+        resp = await self._post(budget, _PATHS[req.endpoint], payload, req.headers, "total")
         data = self._check(await read_json(resp, budget))
         if req.endpoint == "chat":
             message = data.get("message")
@@ -120,7 +120,7 @@ class OllamaBackend:
     async def embed(self, req: EmbeddingRequest) -> BackendResponse:
         budget = Budget(self.name, self._cfg.timeouts, req.deadline)
         payload = tr.embed_request(self.name, req.body)
-        data = self._check(await read_json(await self._post(budget, "/api/embed", payload, req.headers),
+        data = self._check(await read_json(await self._post(budget, "/api/embed", payload, req.headers, "total"),
                                            budget))
         body = tr.embed_response(data, str(req.body.get("model", "")), req.body.get("encoding_format"))
         if body is None:

@@ -37,7 +37,7 @@ from backends._native_http import (
 )
 from backends._shapes import Shape, StopTrimmer, check_single_choice, trim_stop
 from backends.base import BackendRequest, BackendResponse, Chunk, Health, Usage
-from backends.errors import BackendError, BackendProtocolError
+from backends.errors import BackendError, BackendProtocolError, TimeoutPhase
 from configs.schema import BackendConfig
 
 
@@ -57,9 +57,9 @@ class TGIBackend:
         return self._cfg.tgi_messages_api and req.endpoint == "chat"
 
     async def _post(self, budget: Budget, path: str, body: dict[str, Any],
-                    req: BackendRequest) -> aiohttp.ClientResponse:
+                    req: BackendRequest, phase: TimeoutPhase = "first_token") -> aiohttp.ClientResponse:
         return await open_response(self._session, budget, self._base + path, body,
-                                   headers=self._headers(req.headers), timeouts=self._cfg.timeouts)
+                                   headers=self._headers(req.headers), timeouts=self._cfg.timeouts, phase=phase)
 
     async def complete(self, req: BackendRequest) -> BackendResponse:
         budget = Budget(self.name, self._cfg.timeouts, req.deadline)
@@ -67,10 +67,10 @@ class TGIBackend:
             check_single_choice(self.name, req.body)
             body = {**req.body, "stream": False}
             body.pop("stream_options", None)
-            data = await read_json(await self._post(budget, "/v1/chat/completions", body, req), budget)
+            data = await read_json(await self._post(budget, "/v1/chat/completions", body, req, "total"), budget)
             return BackendResponse(data, Usage.from_openai(data.get("usage")))
         payload = tr.generate_request(self.name, req.endpoint, req.body, stream=False)
-        data = await read_json(await self._post(budget, "/generate", payload, req), budget)
+        data = await read_json(await self._post(budget, "/generate", payload, req, "total"), budget)
         text = data.get("generated_text")
         if not isinstance(text, str):
             raise BackendProtocolError(self.name, "TGI /generate answer has no generated_text")
@@ -122,7 +122,7 @@ class TGIBackend:
     async def _count_prompt(self, budget: Budget, inputs: str, req: BackendRequest) -> int | None:
         """Prompt tokens via ``/tokenize`` (the stream's details carry none); None if unknown."""
         try:
-            resp = await self._post(budget, "/tokenize", {"inputs": inputs}, req)
+            resp = await self._post(budget, "/tokenize", {"inputs": inputs}, req, "total")
             async with resp:
                 raw = await budget.wait("idle", resp.read())
             tokens = orjson.loads(raw)

@@ -129,10 +129,13 @@ async def test_connection_refused(session: Session) -> None:
 
 async def test_timeouts(session: Session, fake: Fake) -> None:
     control, url = fake
+    control.first_delay = 0.4  # a whole answer is bounded by total, never by first_token
+    resp = await backend(session, url, timeouts=Timeouts(first_token=0.2, total=5)).complete(chat())
+    assert resp.body["choices"]
     control.first_delay = 1.0
     with pytest.raises(BackendTimeout) as err:
-        await backend(session, url, timeouts=Timeouts(first_token=0.2)).complete(chat())
-    assert err.value.phase == "first_token"
+        await backend(session, url, timeouts=Timeouts(first_token=0.2, total=0.3)).complete(chat())
+    assert err.value.phase == "total"
     control.first_delay, control.token_delay = 0.0, 1.0
     with pytest.raises(BackendTimeout) as err:
         await collect(backend(session, url, timeouts=Timeouts(idle=0.2)).stream(chat(stream=True)))

@@ -265,3 +265,14 @@ async def test_health(session: Session, fake: Fake) -> None:
     _, url = fake
     health = await backend(session, url).health()
     assert health.ok and "0.9.0" in health.detail
+
+
+async def test_complete_is_bounded_by_total_not_first_token(session: Session, fake: Fake) -> None:
+    """A whole answer arrives after the generation: a first-token limit must not cut it."""
+    control, url = fake
+    control.first_delay = 0.3
+    resp = await backend(session, url, timeouts=Timeouts(first_token=0.1, total=5)).complete(chat())
+    assert resp.body["choices"][0]["message"]["content"]
+    with pytest.raises(BackendTimeout) as err:
+        await backend(session, url, timeouts=Timeouts(first_token=0.1, total=0.15)).complete(chat())
+    assert err.value.phase == "total"

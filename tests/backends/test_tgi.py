@@ -232,12 +232,16 @@ async def test_stream_timeouts(session: Session, fake: Fake,
     assert isinstance(err.value, TimeoutError)
 
 
-async def test_complete_first_token_and_deadline(session: Session, fake: Fake) -> None:
+async def test_complete_is_bounded_by_total_not_first_token(session: Session, fake: Fake) -> None:
+    """A whole answer arrives after the generation: a first-token limit must not cut it."""
     control, url = fake
-    control.first_delay = 1.0
+    control.first_delay = 0.3
+    resp = await backend(session, url, timeouts=Timeouts(first_token=0.1, total=5)).complete(chat())
+    assert resp.body["choices"][0]["message"]["content"]
     with pytest.raises(BackendTimeout) as err:
-        await backend(session, url, timeouts=Timeouts(first_token=0.1)).complete(chat())
-    assert err.value.phase == "first_token"
+        await backend(session, url, timeouts=Timeouts(first_token=0.1, total=0.15)).complete(chat())
+    assert err.value.phase == "total"
+    control.first_delay = 1.0
     req = chat()
     req.deadline = asyncio.get_running_loop().time() + 0.1
     with pytest.raises(BackendTimeout) as err:
