@@ -70,11 +70,12 @@ class TurnoutCache:
                 and not key.has_tools)
 
     async def lookup(self, tenant: str, model: str, body: Mapping[str, Any],
-                     control: frozenset[str] = frozenset()) -> Hit | None:
+                     control: frozenset[str] = frozenset(), key: RequestKey | None = None) -> Hit | None:
+        """``key``: ``request_key(tenant, model, body)`` when the caller already has it."""
         if BYPASS in control or REFRESH in control:
             self.metrics.lookups.labels("exact", "skipped").inc()
             return None
-        key = request_key(tenant, model, body)
+        key = key or request_key(tenant, model, body)
         route = self.cfg.route(model)
         if self._exact_allowed(key, route):
             hit = await self._lookup_exact(key)
@@ -103,13 +104,13 @@ class TurnoutCache:
         return Hit(orjson.loads(found[1]), "semantic", found[0])
 
     async def put(self, tenant: str, model: str, body: Mapping[str, Any], answer: Mapping[str, Any],
-                  control: frozenset[str] = frozenset()) -> tuple[str, ...]:
+                  control: frozenset[str] = frozenset(), key: RequestKey | None = None) -> tuple[str, ...]:
         if BYPASS in control or NO_STORE in control:
             return ()
         route = self.cfg.route(model)
         if not cacheable_answer(answer, route.tool_calls):
             return ()
-        key = request_key(tenant, model, body)
+        key = key or request_key(tenant, model, body)
         raw = orjson.dumps(answer)
         written: list[str] = []
         if self._exact_allowed(key, route):

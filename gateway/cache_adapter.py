@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from cache.build import CacheRuntime, build_cache
 from cache.embedders import Embedder
+from cache.keys import RequestKey, request_key
 from cache.service import TurnoutCache
 from configs.schema import GatewayConfig
 from gateway.errors import InvalidRequest
@@ -61,9 +62,16 @@ class CacheAdapter:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    @staticmethod
+    def _key(query: CacheQuery) -> RequestKey:
+        key: RequestKey | None = query.memo.get("key")
+        if key is None:
+            key = query.memo["key"] = request_key(query.tenant, query.model, query.body)
+        return key
+
     async def lookup(self, query: CacheQuery) -> CachedAnswer | None:
         try:
-            hit = await self.cache.lookup(query.tenant, query.model, query.body, query.control)
+            hit = await self.cache.lookup(query.tenant, query.model, query.body, query.control, self._key(query))
         except (RedisError, OSError):
             log.warning("cache lookup failed; serving as a miss", exc_info=True)
             return None
@@ -74,7 +82,7 @@ class CacheAdapter:
 
     async def _store(self, query: CacheQuery, body: dict[str, Any]) -> None:
         try:
-            await self.cache.put(query.tenant, query.model, query.body, body, query.control)
+            await self.cache.put(query.tenant, query.model, query.body, body, query.control, self._key(query))
         except (RedisError, OSError):
             log.warning("cache write failed", exc_info=True)
 

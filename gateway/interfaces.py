@@ -109,6 +109,9 @@ class CacheQuery:
     body: Mapping[str, Any]
     stream: bool
     control: frozenset[str] = frozenset()  # from the x-turnout-cache header: bypass, refresh, no-store
+    # The adapter's scratch space for this request: the pipeline passes the same query object to
+    # lookup and to store, so what lookup derived (the cache key) is not computed twice.
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -96,3 +97,36 @@ async def test_cache_metrics_are_served_on_metrics(gateway: GatewayFactory, mock
             text = await resp.text()
     assert 'turnout_cache_lookups_total{kind="exact",result="hit"}' in text
     assert "turnout_cache_stores_total" in text
+
+
+
+class RecordingCache:
+    """Stands in for TurnoutCache: records the keys the adapter hands it."""
+
+    def __init__(self) -> None:
+        self.keys: list[Any] = []
+
+    async def lookup(self, tenant: str, model: str, body: Any, control: Any, key: Any) -> None:
+        self.keys.append(key)
+
+    async def put(self, tenant: str, model: str, body: Any, answer: Any, control: Any, key: Any) -> tuple[str, ...]:
+        self.keys.append(key)
+        return ()
+
+
+async def test_lookup_and_store_share_one_derived_key() -> None:
+    from cache.keys import request_key
+    from gateway.cache_adapter import CacheAdapter
+    from gateway.interfaces import CacheQuery
+
+    pending: list[Any] = []
+    recording = RecordingCache()
+    adapter = CacheAdapter(SimpleNamespace(cache=recording), pending.append)  # type: ignore[arg-type]
+    body = {"model": "chat", "temperature": 0, "messages": [{"role": "user", "content": "hi"}]}
+    query = CacheQuery("t1", "chat", body, False)
+    assert await adapter.lookup(query) is None
+    adapter.store(query, {"choices": []})
+    await asyncio.gather(*pending)
+    first, second = recording.keys
+    assert first is second  # derived once, reused by the store
+    assert first == request_key("t1", "chat", body)
