@@ -129,10 +129,21 @@ class Pipeline:
         else:
             self.tasks.spawn(ticket.release(status), name="release")
 
+    def abandon(self, ticket: Ticket, exc: BaseException) -> None:
+        """Release a ticket for a request that failed (its HTTP status) or whose client went away
+        (cancelled or reset: 499)."""
+        gone = not isinstance(exc, Exception) or isinstance(exc, ConnectionResetError)
+        self.finish(ticket, None, 499 if gone else to_http(exc).status)
+
+    @staticmethod
+    def _upstream_body(runtime: Runtime, deployment: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The body with the deployment's own model name (the alias when it has none)."""
+        upstream = runtime.config.backends[deployment].model
+        return {**body, "model": upstream} if upstream else body
+
     def _request(self, runtime: Runtime, ctx: RequestContext, endpoint: Endpoint, body: dict[str, Any],
                  deployment: str, stream: bool) -> BackendRequest:
-        upstream = runtime.config.backends[deployment].model
-        return BackendRequest(endpoint, {**body, "model": upstream} if upstream else body, stream,
+        return BackendRequest(endpoint, self._upstream_body(runtime, deployment, body), stream,
                               ctx.upstream_headers, ctx.deadline)
 
     def _cache_query(self, ctx: RequestContext, alias: str, endpoint: Endpoint,
@@ -156,7 +167,7 @@ class Pipeline:
         try:
             served = await self._complete(runtime, ctx, endpoint, alias, body, ticket)
         except BaseException as exc:
-            self.finish(ticket, None, to_http(exc).status if isinstance(exc, Exception) else 499)
+            self.abandon(ticket, exc)
             raise
         return served
 
@@ -218,7 +229,7 @@ class Pipeline:
         try:
             return await self._open_stream(runtime, ctx, endpoint, alias, body, ticket)
         except BaseException as exc:
-            self.finish(ticket, None, to_http(exc).status if isinstance(exc, Exception) else 499)
+            self.abandon(ticket, exc)
             raise
 
     async def _open_stream(self, runtime: Runtime, ctx: RequestContext, endpoint: Endpoint, alias: str,
@@ -258,14 +269,13 @@ class Pipeline:
         ticket = await self.admit(ctx, model, {**body, "max_tokens": 1})
         try:
             async def attempt(name: str, deployment: str) -> BackendResponse:
-                upstream = runtime.config.backends[deployment].model
-                req = EmbeddingRequest({**body, "model": upstream} if upstream else body,
+                req = EmbeddingRequest(self._upstream_body(runtime, deployment, body),
                                        ctx.upstream_headers, ctx.deadline)
                 return await runtime.backends[deployment].embed(req)  # type: ignore[attr-defined, no-any-return]
 
             done = await runtime.executor.run(alias, attempt)
         except BaseException as exc:
-            self.finish(ticket, None, to_http(exc).status if isinstance(exc, Exception) else 499)
+            self.abandon(ticket, exc)
             raise
         usage = done.value.usage or Usage(self.counter.count_prompt(body), 0)
         self.finish(ticket, self.outcome(ctx, done.model, done.deployment, usage), 200)

@@ -111,19 +111,14 @@ def _usage_chunk(payloads: list[dict[str, Any]], usage: Usage) -> dict[str, Any]
 def _bookkeeping(pipeline: Pipeline, ctx: RequestContext, opened: OpenStream, body: dict[str, Any],
                  state: _StreamState, status: int) -> None:
     done = opened.execution
-    if state.cut:
-        # Partial output was still produced upstream: settle what was generated so budgets
-        # see real spend, but never cache a cut answer.
-        usage = state.usage or _counted_usage(pipeline, body, state.payloads)
-        pipeline.finish(opened.ticket, pipeline.outcome(
-            ctx, done.model if done else "", done.deployment if done else None, usage,
-            stream=True, status=status), status)
-        return
-    assert state.usage is not None
+    assert done is not None  # cached answers are replayed by _write_cached, not pumped
+    # A cut stream still produced output upstream: settle what was generated so budgets see
+    # real spend, but never cache it.
+    usage = state.usage or _counted_usage(pipeline, body, state.payloads)
     pipeline.finish(opened.ticket, pipeline.outcome(
-        ctx, done.model if done else "", done.deployment if done else None, state.usage, stream=True), 200)
-    if opened.cache_query is not None:
-        answer = assemble(state.payloads, state.usage.as_dict())
+        ctx, done.model, done.deployment, usage, stream=True, status=status), status)
+    if not state.cut and opened.cache_query is not None:
+        answer = assemble(state.payloads, usage.as_dict())
         if answer is not None:
             pipeline.cache.store(opened.cache_query, answer)
 
@@ -132,9 +127,13 @@ async def _write_cached(resp: web.StreamResponse, pipeline: Pipeline, ctx: Reque
                         opened: OpenStream, include_usage: bool) -> web.StreamResponse:
     assert opened.cached is not None
     answer = opened.cached.body
-    for event in replay(answer, include_usage):
-        await resp.write(event)
-    await resp.write(DONE)
+    try:
+        for event in replay(answer, include_usage):
+            await resp.write(event)
+        await resp.write(DONE)
+    except BaseException as exc:  # the client left mid-replay: the ticket must still be finished
+        pipeline.abandon(opened.ticket, exc)
+        raise
     usage = Usage.from_openai(answer.get("usage")) or Usage(0, 0)
     pipeline.finish(opened.ticket, pipeline.outcome(
         ctx, str(answer.get("model", "")), None, usage, cached=True, stream=True), 200)

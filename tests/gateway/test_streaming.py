@@ -7,6 +7,7 @@ import asyncio
 
 import aiohttp
 import orjson
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -113,3 +114,45 @@ async def test_streamed_answer_is_counted_when_upstream_gives_no_usage(gateway: 
         assert usage["prompt_tokens"] > 0
     finally:
         await upstream.close()
+
+
+class _GoneClient:
+    """A prepared response whose client went away after the first event."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    async def write(self, data: bytes) -> None:
+        self.writes += 1
+        if self.writes > 1:
+            raise ConnectionResetError("client went away")
+
+
+async def test_replay_to_a_departed_client_releases_the_ticket() -> None:
+    """A cached answer replayed to a client that leaves mid-stream must still finish its ticket
+    (a leaked ticket would hold a concurrency lease and a budget reservation forever)."""
+    from gateway.interfaces import CachedAnswer, Outcome
+    from gateway.pipeline import OpenStream, Pipeline, RequestContext
+    from gateway.streaming import _write_cached
+    from gateway.tasks import TaskTracker
+    from gateway.tokens import TokenCounter
+
+    finished: list[str] = []
+
+    class Ticket:
+        async def settle(self, outcome: Outcome) -> None:
+            finished.append("settled")
+
+        async def release(self, status: int) -> None:
+            finished.append(f"released {status}")
+
+    tasks = TaskTracker()
+    pipeline = Pipeline(None, tasks, TokenCounter())  # type: ignore[arg-type]
+    answer = {"id": "c", "model": "m", "choices": [{"index": 0, "message": {"content": "hi"},
+                                                      "finish_reason": "stop"}]}
+    opened = OpenStream(None, None, None, Ticket(), None, CachedAnswer(answer, "exact", "k"))  # type: ignore[arg-type]
+    ctx = RequestContext("r1", None, 0.0)  # type: ignore[arg-type]
+    with pytest.raises(ConnectionResetError):
+        await _write_cached(_GoneClient(), pipeline, ctx, opened, include_usage=False)  # type: ignore[arg-type]
+    await tasks.drain(1.0)
+    assert finished == ["released 499"]
