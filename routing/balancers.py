@@ -8,20 +8,15 @@ from __future__ import annotations
 
 import random
 
-from routing.base import ClusterView, RouteInput, RoutePlan, available
+from routing.base import ClusterView, Rotation, RouteInput, RoutePlan, available
 
 
 class RoundRobin:
     def __init__(self) -> None:
-        self._cursor = 0
+        self._rotation = Rotation()
 
     def plan(self, inp: RouteInput, view: ClusterView) -> RoutePlan:
-        names = available(inp, view)
-        if not names:
-            return RoutePlan(())
-        start = self._cursor % len(names)
-        self._cursor = (self._cursor + 1) % 1_000_000_007
-        return RoutePlan(tuple(names[start:] + names[:start]))
+        return RoutePlan(tuple(self._rotation.next(inp, view)))
 
 
 class Weighted:

@@ -55,3 +55,19 @@ class Router(Protocol):
 
 def available(inp: RouteInput, view: ClusterView) -> list[str]:
     return [d for d in inp.deployments if view.state(d).available]
+
+
+class Rotation:
+    """The available deployments, starting one further along on each call. Round robin uses it
+    as is; scored strategies sort its output (a stable sort), so equal scores rotate too."""
+
+    def __init__(self) -> None:
+        self._cursor = 0
+
+    def next(self, inp: RouteInput, view: ClusterView) -> list[str]:
+        names = available(inp, view)
+        if names:
+            start = self._cursor % len(names)
+            self._cursor = (self._cursor + 1) % 1_000_000_007
+            names = names[start:] + names[:start]
+        return names

@@ -9,7 +9,7 @@ sending everything to the same deployment. Without fresh data a deployment score
 
 from __future__ import annotations
 
-from routing.base import ClusterView, DeploymentState, RouteInput, RoutePlan, available
+from routing.base import ClusterView, DeploymentState, Rotation, RouteInput, RoutePlan
 
 WAITING_WEIGHT = 4.0
 KV_PRESSURE = 0.9
@@ -29,12 +29,7 @@ def load_score(s: DeploymentState) -> float:
 
 class LoadAware:
     def __init__(self) -> None:
-        self._cursor = 0
+        self._rotation = Rotation()
 
     def plan(self, inp: RouteInput, view: ClusterView) -> RoutePlan:
-        names = available(inp, view)
-        if not names:
-            return RoutePlan(())
-        self._cursor = (self._cursor + 1) % len(names)
-        rotated = names[self._cursor:] + names[:self._cursor]
-        return RoutePlan(tuple(sorted(rotated, key=lambda n: load_score(view.state(n)))))
+        return RoutePlan(tuple(sorted(self._rotation.next(inp, view), key=lambda n: load_score(view.state(n)))))
