@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 
-from tests.conftest import GatewayFactory, free_port
+from tests.conftest import GatewayFactory, free_port, wait_http
 
 RESET_S = 1.0
 
@@ -32,19 +32,6 @@ def spawn(port: int) -> subprocess.Popen[bytes]:
          "--first-token-ms", "5", "--output-tokens", "4"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-
-
-async def wait_ready(session: aiohttp.ClientSession, port: int, within: float = 15.0) -> None:
-    end = time.monotonic() + within
-    while time.monotonic() < end:
-        try:
-            async with session.get(f"http://127.0.0.1:{port}/health") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"mock backend on {port} did not start")
 
 
 @dataclass
@@ -97,8 +84,8 @@ models:
     breaker: {{failures: 3, reset: {RESET_S}s}}
 """)
     async with aiohttp.ClientSession() as session:
-        await wait_ready(session, port_a)
-        await wait_ready(session, port_b)
+        await wait_http(f"http://127.0.0.1:{port_a}/health", within=15)
+        await wait_http(f"http://127.0.0.1:{port_b}/health", within=15)
         load = Load()
         driver = asyncio.get_running_loop().create_task(drive(session, url, load))
         await asyncio.sleep(1.0)
@@ -109,7 +96,7 @@ models:
         opened = await breaker_state(session, url, "a", "open", within=2.0)
         await asyncio.sleep(1.0)
         procs_a.append(spawn(port_a))
-        await wait_ready(session, port_a)
+        await wait_http(f"http://127.0.0.1:{port_a}/health", within=15)
         ready_at = time.monotonic()
         await asyncio.sleep(RESET_S + 1.5)
         load.stop.set()

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_http
 
 TURNOUT = [sys.executable, "-m", "gateway.cli"]
 CHAT = {"model": "slow", "messages": [{"role": "user", "content": "hi"}]}
@@ -33,26 +33,12 @@ models:
 """
 
 
-async def _wait_http(url: str, within: float = 30) -> None:
-    deadline = time.monotonic() + within
-    async with aiohttp.ClientSession() as s:
-        while time.monotonic() < deadline:
-            try:
-                async with s.get(url) as r:
-                    if r.status < 500:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"{url} did not come up")
-
-
 @pytest.fixture
 async def mock_process() -> AsyncIterator[int]:
     port = free_port()
     proc = subprocess.Popen([*TURNOUT, "mock-backend", "--port", str(port), "--model", "mock"])
     try:
-        await _wait_http(f"http://127.0.0.1:{port}/health")
+        await wait_http(f"http://127.0.0.1:{port}/health")
         yield port
     finally:
         proc.terminate()
@@ -64,7 +50,7 @@ async def _start_gateway(config: Path, workers: int = 1) -> tuple[subprocess.Pop
     proc = subprocess.Popen([*TURNOUT, "serve", "--config", str(config), "--host", "127.0.0.1",
                              "--port", str(port), "--workers", str(workers)])
     base = f"http://127.0.0.1:{port}"
-    await _wait_http(f"{base}/health")
+    await wait_http(f"{base}/health")
     return proc, base
 
 
