@@ -80,25 +80,42 @@ class SemanticIndex:
             return self._search(scope, vector, k)
 
     def search_many(self, scopes: list[str], vectors: Vectors, k: int = 4) -> list[list[tuple[Entry, float]]]:
-        """``search`` for each (scope, vector row); the lock is taken per search."""
-        return [self.search(scope, vectors[i], k) for i, scope in enumerate(scopes)]
+        """``search`` for each (scope, vector row): one faiss call per distinct scope for all
+        its rows (a batch of lookups in one scope is one matrix product, not one per row)."""
+        rows: dict[str, list[int]] = {}
+        for i, scope in enumerate(scopes):
+            rows.setdefault(scope, []).append(i)
+        out: list[list[tuple[Entry, float]]] = [[] for _ in scopes]
+        for scope, idx in rows.items():
+            with self._lock:
+                found = self._search_rows(scope, vectors[idx], k)
+            for i, hits in zip(idx, found, strict=True):
+                out[i] = hits
+        return out
 
     def _search(self, scope: str, vector: Vectors, k: int) -> list[tuple[Entry, float]]:
+        found = self._search_rows(scope, vector.reshape(1, -1), k)
+        return found[0] if found else []
+
+    def _search_rows(self, scope: str, vectors: Vectors, k: int) -> list[list[tuple[Entry, float]]]:
         index = self._scopes.get(scope)
         if index is None:
-            return []
-        sims, fids = index.search(vector.reshape(1, -1), min(k, index.ntotal))
+            return [[] for _ in range(len(vectors))]
+        sims, fids = index.search(np.ascontiguousarray(vectors, dtype=np.float32), min(k, index.ntotal))
         now = self._clock()
-        found = []
-        for sim, fid in zip(sims[0], fids[0], strict=True):
-            entry = self._by_fid.get(int(fid))
-            if entry is None:
-                continue
-            if entry.expires_at <= now:
-                self._remove(entry.key)
-                continue
-            found.append((entry, float(sim)))
-        return found
+        out = []
+        for row_sims, row_fids in zip(sims, fids, strict=True):
+            found = []
+            for sim, fid in zip(row_sims, row_fids, strict=True):
+                entry = self._by_fid.get(int(fid))
+                if entry is None:
+                    continue
+                if entry.expires_at <= now:
+                    self._remove(entry.key)
+                    continue
+                found.append((entry, float(sim)))
+            out.append(found)
+        return out
 
     def touch(self, key: str) -> None:
         with self._lock:

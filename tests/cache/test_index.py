@@ -40,3 +40,21 @@ def test_entry_keeps_vector(embedder: Embedder) -> None:
     vec = embedder.encode(["abc"])[0]
     entry: Entry = index.add("k", "s", "abc", vec, 1e12)
     assert np.allclose(entry.vector, vec)
+
+
+def test_search_many_groups_rows_by_scope_and_equals_one_by_one(embedder: Embedder) -> None:
+    now = [100.0]
+    index = SemanticIndex(embedder.dim, max_entries=20, clock=lambda: now[0])
+    texts = ["how to cook rice", "how to boil eggs", "learn python fast", "learn java fast", "old entry"]
+    vectors = embedder.encode(texts)
+    for i, (text, vec) in enumerate(zip(texts, vectors, strict=True)):
+        index.add(f"k{i}", "a" if i % 2 == 0 else "b", text, vec, expires_at=150.0 if i == 4 else 1e12)
+    queries = embedder.encode(["cooking rice", "python quickly", "boiled eggs", "old entry", "nothing"])
+    scopes = ["a", "b", "a", "a", "missing"]
+    now[0] = 200.0  # "old entry" expired: dropped on the way, in every row of its scope
+    together = index.search_many(scopes, queries, k=3)
+    alone = [index.search(s, q, k=3) for s, q in zip(scopes, queries, strict=True)]
+    assert [[(e.key, round(s, 5)) for e, s in row] for row in together] == \
+        [[(e.key, round(s, 5)) for e, s in row] for row in alone]
+    assert together[4] == [] and all(e.key != "k4" for row in together for e, _ in row)
+    assert together[0][0][0].key == "k0" and {e.scope for e, _ in together[1]} == {"b"}
