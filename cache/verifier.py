@@ -50,7 +50,7 @@ class Verifier:
         """For a cached question: prepared once and kept (bounded LRU), so lookups against it
         only pay for the new text."""
         prepared = self.model.space.prepare(text, remember=True)
-        self.model.proj_vecs(prepared, remember=True)
+        self.model.state(prepared, remember=True)
         return prepared
 
     def score_prepared(self, a: Prepared, b: Prepared) -> float:

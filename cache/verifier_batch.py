@@ -14,8 +14,8 @@ import numpy.typing as npt
 from scipy.sparse import csr_matrix
 
 from cache.verifier import Verifier
-from cache.verifier_model import _UNK, F32, MAX_TOKENS, Prepared, _lexical
-from cache.verifier_text import veto
+from cache.verifier_model import _UNK, F32, MAX_TOKENS, Prepared, TextState, _lexical
+from cache.verifier_text import parse, veto
 
 Pair = tuple[Prepared, Prepared]
 
@@ -45,6 +45,9 @@ class BatchVerifier:
         self.verifier = verifier
         self.model = verifier.model
         self.space = verifier.model.space
+        # SIF and proj token weights stacked: a new text's sentence vectors of both families
+        # come out of one pooling product.
+        self._weights: F32 = np.concatenate([self.space.sif[None, :], self.model.proj_w])
 
     def prepare_many(self, texts: list[str], ids: list[list[int]] | None = None,
                      remember: bool = False) -> list[Prepared]:
@@ -56,22 +59,29 @@ class BatchVerifier:
         if missing:
             tok_ids = [ids[i] for i in missing] if ids is not None else space.token_ids([texts[i] for i in missing])
             arrays = [np.asarray(x[:MAX_TOKENS] or [_UNK], dtype=np.int64) for x in tok_ids]
-            sif = _unit_rows(_pooled(space.sif, space.table, arrays))
+            pooled = _pooled(self._weights, space.table, arrays)  # (1 + members, n, dim)
+            sif, proj = _unit_rows(pooled[0]), self.model.proj_vectors(pooled[1:])
+            att = self.model.att.states(arrays)
+            parsed = [parse(texts[i]) for i in missing]
+            space.word_vectors([w for p in parsed for w in p.content])  # new words in one product
             for j, i in enumerate(missing):
-                out[i] = space.memo(texts[i]) or space.build(texts[i], arrays[j], sif[j], remember)
+                out[i] = space.memo(texts[i]) or space.build(texts[i], arrays[j], sif[j], remember, parsed[j])
+                if not self.model.has_state(texts[i]):
+                    state = TextState(np.ascontiguousarray(proj[:, j, :]), att[j])
+                    self.model.keep_state(texts[i], state, remember)
         done = [p for p in out if p is not None]
-        self._proj_many(done, remember)
+        self._states_many(done, remember)  # remembered texts whose states were evicted
         return done
 
-    def _proj_many(self, preps: list[Prepared], remember: bool) -> None:
+    def _states_many(self, preps: list[Prepared], remember: bool) -> None:
         model = self.model
-        todo = [p for p in preps if not model.has_proj(p.text)]
+        todo = [p for p in preps if not model.has_state(p.text)]
         if not todo:
             return
-        pooled = _pooled(np.exp(model.proj_logw), self.space.table, [p.ids for p in todo])
-        vecs = _unit_rows(np.matmul(pooled, model.proj_pw) + model.proj_pb[:, None, :])  # (m, n, d)
+        ids = [p.ids for p in todo]
+        proj, att = model.proj_vectors(_pooled(model.proj_w, self.space.table, ids)), model.att.states(ids)
         for k, p in enumerate(todo):
-            model.keep_proj(p.text, np.ascontiguousarray(vecs[:, k, :]), remember)
+            model.keep_state(p.text, TextState(np.ascontiguousarray(proj[:, k, :]), att[k]), remember)
 
     def score_pairs(self, pairs: list[Pair]) -> F32:
         """Verifier score of each (cached, new) pair: vetoes 0, canonical equality 1, else the
@@ -94,8 +104,7 @@ class BatchVerifier:
                                 align_many(pairs)], axis=1)
         return self.model.score_features(
             feats, np.stack([a.sif_vec for a, _ in pairs]), np.stack([b.sif_vec for _, b in pairs]),
-            np.stack([self.model.proj_vecs(a) for a, _ in pairs]),
-            np.stack([self.model.proj_vecs(b) for _, b in pairs]))
+            [self.model.state(a) for a, _ in pairs], [self.model.state(b) for _, b in pairs])
 
 
 def _coverage_many(best: F32, idf: F32, owner: npt.NDArray[np.int64], n: int) -> F32:

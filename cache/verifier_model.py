@@ -11,10 +11,11 @@ question, from features that capture what changed between them:
 - sentence vectors of both texts as ``[|u-v|, u*v]``, from the static MiniLM token table with
   SIF weighting (family ``mlp``) and from a learned token weighting + projection (``proj``).
 
-The score is the geometric mean of the two families' mean probabilities. Weights come from
-``cache/verifier_train.py`` (torch, CPU) and ship as ``verifier_model.npz``; inference is
-numpy only, ~0.1 ms per pair. ``TokenSpace`` needs the distilled static table
-(``StaticEmbedder``) whatever embedder the first stage uses, so scores do not depend on it.
+The score is a logistic regression on the two families' mean-probability logits (fitted on
+out-of-fold predictions). Weights come from ``cache/verifier_train.py`` (torch, CPU) and ship
+as ``verifier_model.npz``; inference is numpy only, batched in the cache worker.
+``TokenSpace`` needs the distilled static table (``StaticEmbedder``) whatever embedder the
+first stage uses, so scores do not depend on it.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from scipy.sparse import csr_matrix
 
 from cache.embedders import StaticEmbedder
+from cache.verifier_attention import AttentionFamily, TokenStates
 from cache.verifier_text import Parsed, jaccard, parse
 
 MODEL_FILE = Path(__file__).with_name("verifier_model.npz")
@@ -43,6 +46,14 @@ _CONTRACTIONS = (("'s", " is"), ("'re", " are"), ("n't", " not"), ("'m", " am"),
 _NEUTRAL = frozenset("do does did can could the a an my please".split())
 
 F32 = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class TextState:
+    """Per-text model state beyond ``Prepared``: kept for cached questions."""
+
+    proj: F32  # (proj members, pdim) unit vectors
+    att: TokenStates
 
 
 def _unit(x: F32) -> F32:
@@ -93,14 +104,28 @@ class TokenSpace:
         ids = self._tok.encode(text, add_special_tokens=False).ids[:MAX_TOKENS]
         return np.asarray(ids or [_UNK], dtype=np.int64)
 
-    def _word(self, word: str) -> tuple[F32, float]:
-        hit = self._words.get(word)
-        if hit is None:
-            ids = self.ids(word)
-            hit = (_unit(self.table[ids].mean(axis=0)), float(self.idf[ids].mean()))
-            if len(self._words) < 50_000:
-                self._words[word] = hit
-        return hit
+    def word_vectors(self, words: list[str]) -> list[tuple[F32, float]]:
+        """Each word's unit mean token vector and mean idf. Words not memoised yet are
+        computed together (one sparse words x vocabulary product, ids from the static
+        embedder's memoised word-pieces): a new word cost ~15 us of numpy calls on its own."""
+        known = self._words
+        missing = sorted({w for w in words if w not in known})
+        fresh: dict[str, tuple[F32, float]] = {}
+        if missing:
+            ids = [x[:MAX_TOKENS] or [_UNK] for x in self._static.token_ids(missing)]
+            lens = np.asarray([len(x) for x in ids], dtype=np.int64)
+            flat = np.concatenate([np.asarray(x, dtype=np.int64) for x in ids])
+            starts = np.concatenate([[0], np.cumsum(lens)])
+            mat = csr_matrix((np.repeat(1.0 / lens, lens).astype(np.float32), flat, starts),
+                             shape=(len(ids), len(self.table)))
+            vecs = np.asarray(mat @ self.table, dtype=np.float32)
+            vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+            idf = np.add.reduceat(self.idf[flat], starts[:-1]) / lens
+            for word, vec, weight in zip(missing, vecs, idf, strict=True):
+                fresh[word] = (vec, float(weight))
+                if len(known) < 50_000:
+                    known[word] = fresh[word]
+        return [known.get(w) or fresh[w] for w in words]
 
     def token_ids(self, texts: list[str]) -> list[list[int]]:
         """Token ids of a batch (the static embedder's fast path; same ids as ``ids``)."""
@@ -122,11 +147,12 @@ class TokenSpace:
         ids = self.ids(text)
         return self.build(text, ids, _unit(self.sif[ids] @ self.table[ids]), remember)
 
-    def build(self, text: str, ids: npt.NDArray[np.int64], sif_vec: F32, remember: bool) -> Prepared:
+    def build(self, text: str, ids: npt.NDArray[np.int64], sif_vec: F32, remember: bool,
+              parsed: Parsed | None = None) -> Prepared:
         """A ``Prepared`` from its token ids and SIF sentence vector (computed by the caller,
-        possibly for a whole batch at once)."""
-        parsed = parse(text)
-        words = [self._word(w) for w in sorted(parsed.content)]
+        possibly for a whole batch at once, as ``parsed`` may be)."""
+        parsed = parsed or parse(text)
+        words = self.word_vectors(sorted(parsed.content))
         dim = self.table.shape[1]
         alnum = tuple(_ALNUM.findall(text.lower()))
         prepared = Prepared(
@@ -194,6 +220,25 @@ def _mean_sigmoid(z: F32) -> F32:
     return out
 
 
+def logit(p: F32) -> F32:
+    q = np.clip(p, 1e-6, 1.0 - 1e-6)
+    out: F32 = np.log(q / (1.0 - q))
+    return out
+
+
+def combine(weights: F32, probs: list[F32], fn: F32) -> F32:
+    """The pair probability from the families' probabilities (mlp, proj, att) and the
+    standardised scalar pair features ``fn`` (pairs, f): a logistic regression on
+    ``[logit(p) per family, fn]`` (``weights``: one per family, one per feature, then the
+    bias), fitted on out-of-fold predictions by the trainer. Learned rather than a fixed
+    geometric mean: the families are not equally reliable, a weak one that errs on other pairs
+    still helps, and how far to trust them depends on the pair (overlap, alignment, lengths)."""
+    k = len(probs)
+    z = weights[-1] + sum(w * logit(p) for w, p in zip(weights[:k], probs, strict=True)) + fn @ weights[k:-1]
+    out: F32 = (1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))).astype(np.float32)
+    return out
+
+
 class _Heads:
     """Ensemble members' one-hidden-layer heads stacked into single matrices (one matmul)."""
 
@@ -220,15 +265,17 @@ class PairModel:
         if not mlp or not proj:
             raise ValueError("verifier model needs at least one mlp and one proj member")
         self.threshold = float(arrays["threshold"])
+        self.combiner: F32 = arrays["combine"]
         self._mlp = _Heads(arrays, "mlp", mlp)
         self._proj = _Heads(arrays, "proj", proj)
         dim = int(arrays[f"proj_{proj[0]}_pw"].shape[1])
         w1 = self._proj.w1.reshape(-1, len(proj), self._proj.w1.shape[1] // len(proj))
         self._proj_diff, self._proj_prod, self._proj_feats = w1[:dim], w1[dim:2 * dim], w1[2 * dim:]
-        self.proj_logw = np.stack([arrays[f"proj_{m}_logw"] for m in proj])
+        self.proj_w: F32 = np.exp(np.stack([arrays[f"proj_{m}_logw"] for m in proj]))  # token weights
         self.proj_pw = np.stack([arrays[f"proj_{m}_pw"] for m in proj])
         self.proj_pb = np.stack([arrays[f"proj_{m}_pb"] for m in proj])
-        self._vecs: OrderedDict[str, F32] = OrderedDict()
+        self.att = AttentionFamily(arrays, space.table)
+        self._states: OrderedDict[str, TextState] = OrderedDict()
         self._oneoff: list[str] = []
         self._memo_size = memo_size
 
@@ -240,53 +287,64 @@ class PairModel:
         space = TokenSpace(static or StaticEmbedder.load_or_distill(), arrays["sif"], memo_size)
         return cls(space, arrays, memo_size)
 
-    def has_proj(self, text: str) -> bool:
-        return text in self._vecs
+    def has_state(self, text: str) -> bool:
+        return text in self._states
 
-    def keep_proj(self, text: str, vecs: F32, remember: bool) -> None:
-        """Store ``proj`` vectors computed elsewhere (batched); one-off texts are kept only
-        until the next ``keep_proj`` of a one-off text."""
-        self._vecs[text] = vecs
+    def keep_state(self, text: str, state: TextState, remember: bool) -> None:
+        """Store a text's state computed elsewhere (batched); one-off texts are kept only
+        until 256 more one-off texts were stored."""
+        self._states[text] = state
         if not remember:
             self._oneoff.append(text)
             while len(self._oneoff) > 256:
-                self._vecs.pop(self._oneoff.pop(0), None)
-        elif len(self._vecs) > self._memo_size:
-            self._vecs.popitem(last=False)
+                self._states.pop(self._oneoff.pop(0), None)
+        elif len(self._states) > self._memo_size:
+            self._states.popitem(last=False)
 
-    def proj_vecs(self, p: Prepared, remember: bool = False) -> F32:
-        """(members, dim) unit vectors of the ``proj`` family for one text (memoised when
-        ``remember``)."""
-        hit = self._vecs.get(p.text)
-        if hit is not None:
-            self._vecs.move_to_end(p.text)
-            return hit
-        pooled = np.exp(self.proj_logw[:, p.ids]) @ self.space.table[p.ids]
-        vecs: F32 = np.matmul(pooled[:, None, :], self.proj_pw)[:, 0, :] + self.proj_pb
-        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True) + 1e-9
-        if remember:
-            self.keep_proj(p.text, vecs, True)
+    def proj_vectors(self, pooled: F32) -> F32:
+        """(members, n, pdim) unit ``proj`` vectors from (members, n, dim) pooled token rows."""
+        vecs: F32 = np.matmul(pooled, self.proj_pw) + self.proj_pb[:, None, :]
+        vecs /= np.linalg.norm(vecs, axis=-1, keepdims=True) + 1e-9
         return vecs
 
-    def score_features(self, feats: F32, u: F32, v: F32, pu: F32, pv: F32) -> F32:
-        """Scores of a batch of pairs from raw pair features (pairs, f), SIF vectors (pairs,
-        dim) and proj vectors (pairs, members, pdim): both families on the stacked batch."""
+    def state(self, p: Prepared, remember: bool = False) -> TextState:
+        """The ``proj`` vectors (members, pdim) and attention token states of one text
+        (memoised when ``remember``)."""
+        hit = self._states.get(p.text)
+        if hit is not None:
+            self._states.move_to_end(p.text)
+            return hit
+        pooled = self.proj_w[:, p.ids] @ self.space.table[p.ids]
+        state = TextState(self.proj_vectors(pooled[:, None, :])[:, 0, :], self.att.states([p.ids])[0])
+        if remember:
+            self.keep_state(p.text, state, True)
+        return state
+
+    def family_probs(self, feats: F32, u: F32, v: F32, sa: list[TextState], sb: list[TextState]) -> list[F32]:
+        """Each family's probability for a batch of pairs, from raw pair features (pairs, f),
+        SIF vectors (pairs, dim) and both texts' states."""
         arr = self._a
         fn = (feats - arr["fmu"]) / arr["fsd"]
         x = (np.concatenate([fn, np.abs(u - v), u * v], axis=1) - arr["xmu"]) / arr["xsd"]
         p_mlp = _mean_sigmoid(self._mlp.logits(x @ self._mlp.w1 + self._mlp.b1))
         m = self._proj.n
+        pu, pv = np.stack([s.proj for s in sa]), np.stack([s.proj for s in sb])
         d8, p8 = (np.abs(pu - pv) * 8.0).transpose(1, 0, 2), (pu * pv * 8.0).transpose(1, 0, 2)
         pre = (np.matmul(d8, self._proj_diff.transpose(1, 0, 2))
                + np.matmul(p8, self._proj_prod.transpose(1, 0, 2))
                + np.matmul(fn, self._proj_feats.reshape(fn.shape[1], -1)).reshape(len(fn), m, -1).transpose(1, 0, 2)
                + self._proj.b1.reshape(m, 1, -1))  # (members, pairs, hidden)
         p_proj = _mean_sigmoid(self._proj.logits(pre.transpose(1, 0, 2)))
-        out: F32 = np.sqrt(p_mlp * p_proj).astype(np.float32)
-        return out
+        p_att = self.att.probs([(a.att, b.att) for a, b in zip(sa, sb, strict=True)], fn.astype(np.float32))
+        return [p_mlp, p_proj, p_att]
+
+    def score_features(self, feats: F32, u: F32, v: F32, sa: list[TextState], sb: list[TextState]) -> F32:
+        """Scores of a batch of pairs (see ``family_probs``): every family on the stacked
+        batch, combined by ``combine``."""
+        fn = ((feats - self._a["fmu"]) / self._a["fsd"]).astype(np.float32)
+        return combine(self.combiner, self.family_probs(feats, u, v, sa, sb), fn)
 
     def score(self, a: Prepared, b: Prepared) -> float:
         feats = pair_features(a, b)[None, :]
-        return float(self.score_features(
-            feats, a.sif_vec[None, :], b.sif_vec[None, :],
-            self.proj_vecs(a)[None], self.proj_vecs(b)[None])[0])
+        return float(self.score_features(feats, a.sif_vec[None, :], b.sif_vec[None, :],
+                                         [self.state(a)], [self.state(b)])[0])

@@ -1,19 +1,23 @@
 """Train the verifier's pair model and write cache/verifier_model.npz.
 
-    python -m cache.verifier_train --pairs PATH [--train-rows 30000] [--val-rows 5000] [--report-folds 5]
+    python -m cache.verifier_train --pairs PATH [--rows 40000] [--folds 5] [--precision 0.91]
 
-Uses only the first ``--train-rows`` rows (the rest stays held out for
-``benchmarks/cache_eval.py --skip``). Pairs a veto rejects are left out: the model only ranks
-the rest. Two families (see ``cache/verifier_model.py``), each an ensemble of seeds, trained
-with torch on CPU (~3 min on 2 cores):
+Every row is a training row; the operating point comes from predictions on rows the scoring
+model never saw. Pairs a veto rejects are left out of fitting: the model only ranks the rest.
+Three families (``cache/verifier_model.py``, ``cache/verifier_attention.py``) trained with
+torch on CPU (~100 s per fit on 2 cores, ~12 min in all):
 
-1. fit on the first ``train-rows - val-rows`` rows, score the last ``val-rows``, and pick the
-   lowest threshold whose validation precision is at least ``--precision`` (margin for drift);
-2. refit on all training rows with the same settings and ship that model with the threshold.
+1. k-fold (contiguous blocks): fit on the other blocks, score the block → out-of-fold
+   probabilities of the three families for every row;
+2. the combiner (``verifier_model.combine``): a logistic regression on the three families'
+   out-of-fold logits and the scalar pair features (pairs neither vetoed nor equal in
+   wording); for the next step each block is combined by a combiner fitted without it;
+3. the threshold: the lowest whose pooled out-of-fold precision, scored as served (vetoes 0,
+   equal wording 1), is at least ``--precision``; the pooled out-of-fold precision/recall are
+   printed (the expected held-out numbers; the shipped model saw 25% more rows than each fold's);
+4. refit the families on all rows and ship them with the combiner and the threshold.
 
-``--report-folds k`` adds an analysis: every training row scored by a model fitted without
-its block, pooled precision/recall at the chosen threshold (a lower-variance estimate than
-the single 5,000-row split).
+``--oof`` reuses the out-of-fold probabilities a previous run saved (steps 2-4 only).
 
 Deterministic for a given torch build (seeded). Only weights are written, no row data.
 """
@@ -31,9 +35,9 @@ import numpy.typing as npt
 import torch
 
 from cache.embedders import StaticEmbedder
-from cache.verifier import Verifier
-from cache.verifier_model import MODEL_FILE, SIF_A, PairModel, TokenSpace, pair_features
+from cache.verifier_model import MODEL_FILE, SIF_A, PairModel, TokenSpace, combine, logit, pair_features
 from cache.verifier_text import veto
+from cache.verifier_train_attention import train_attention
 
 F32 = npt.NDArray[np.float32]
 MLP_SEEDS, PROJ_SEEDS = 4, 2
@@ -122,7 +126,7 @@ def train_proj(space: TokenSpace, ia: list[Any], ib: list[Any], feats: F32, y: F
 
 
 def fit(space: TokenSpace, data: dict[str, Any], rows: npt.NDArray[np.int64]) -> dict[str, F32]:
-    """Train both families on ``rows`` (indices into ``data``); return the arrays to ship."""
+    """Train the three families on ``rows`` (indices into ``data``); return the arrays to ship."""
     out: dict[str, F32] = {"sif": space.sif}
     feats = data["feats"][rows]
     out["fmu"], out["fsd"] = feats.mean(0), feats.std(0) + 1e-6
@@ -143,6 +147,8 @@ def fit(space: TokenSpace, data: dict[str, Any], rows: npt.NDArray[np.int64]) ->
         out[f"proj_{seed}_pb"] = net.proj.bias.detach().numpy().copy()
         _export_head(f"proj_{seed}", net.head, out)
         sys.stderr.write(f"proj {seed} done\n")
+    out.update(train_attention(space.table, space.sif, ia, ib, fn, y))
+    sys.stderr.write("att done\n")
     return out
 
 
@@ -155,70 +161,124 @@ def pick_threshold(scores: F32, labels: F32, precision: float, min_hits: int = 5
 
 
 def prepare_data(space: TokenSpace, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    keep = list(rows)
-    prep = [(space.prepare(r["text_a"]), space.prepare(r["text_b"])) for r in keep]
-    vetoed = np.array([veto(a.parsed, b.parsed) is not None for a, b in prep])
+    prep = [(space.prepare(r["text_a"]), space.prepare(r["text_b"])) for r in rows]
     return {
         "feats": np.stack([pair_features(a, b) for a, b in prep]),
         "u": np.stack([a.sif_vec for a, _ in prep]), "v": np.stack([b.sif_vec for _, b in prep]),
         "ia": [a.ids for a, _ in prep], "ib": [b.ids for _, b in prep],
-        "y": np.array([float(r["label"]) for r in keep], dtype=np.float32), "vetoed": vetoed,
+        "y": np.array([float(r["label"]) for r in rows], dtype=np.float32),
+        "vetoed": np.array([veto(a.parsed, b.parsed) is not None for a, b in prep]),
+        "equal": np.array([bool(a.canonical) and a.canonical == b.canonical for a, b in prep]),
         "prep": prep,
     }
 
 
-def out_of_fold_scores(space: TokenSpace, data: dict[str, Any], usable: npt.NDArray[np.int64],
-                       folds: int) -> F32:
-    """Every training row scored by a model fitted without its fold (contiguous blocks)."""
+FAMILIES = ("mlp", "proj", "att")
+
+
+def family_probs(space: TokenSpace, arrays: dict[str, F32], data: dict[str, Any],
+                 rows: npt.NDArray[np.int64]) -> F32:
+    """(families, rows): every family's probabilities for ``rows`` under the fitted ``arrays``."""
+    model = PairModel(space, {**arrays, "threshold": np.asarray(0.5, np.float32),
+                              "combine": np.zeros(len(FAMILIES) + 1, np.float32)})
+    out = []
+    for start in range(0, len(rows), 512):  # bounded padded attention batches
+        part = rows[start:start + 512]
+        prep = [data["prep"][k] for k in part]
+        sa = [model.state(a) for a, _ in prep]
+        sb = [model.state(b) for _, b in prep]
+        out.append(np.stack(model.family_probs(data["feats"][part], data["u"][part], data["v"][part], sa, sb)))
+    return np.concatenate(out, axis=1)
+
+
+def out_of_fold(space: TokenSpace, data: dict[str, Any], usable: npt.NDArray[np.int64],
+                folds: int) -> F32:
+    """(families, rows): every row's family probabilities from a model fitted without its block."""
     n = len(data["y"])
-    scores = np.zeros(n, dtype=np.float32)
+    probs = np.zeros((len(FAMILIES), n), np.float32)
     for fold, block in enumerate(np.array_split(np.arange(n), folds)):
         arrays = fit(space, data, np.setdiff1d(usable, block))
-        arrays["threshold"] = np.asarray(0.5, dtype=np.float32)
-        verifier = Verifier(PairModel(space, arrays))
-        scores[block] = [verifier.score_prepared(*data["prep"][k]) for k in block]
+        probs[:, block] = family_probs(space, arrays, data, block)
         sys.stderr.write(f"fold {fold + 1}/{folds} scored\n")
-    return scores
+    return probs
+
+
+def fit_combiner(probs: F32, fn: F32, y: F32, l2: float = 1.0) -> F32:
+    """``combine``'s weights: a logistic regression on the families' logits and the
+    standardised pair features (Newton steps; L2 on all but the bias)."""
+    x = np.concatenate([logit(probs).T, fn, np.ones((len(fn), 1))], axis=1).astype(np.float64)
+    w = np.zeros(x.shape[1])
+    penalty = np.full(len(w), l2)
+    penalty[-1] = 0.0
+    for _ in range(30):
+        p = 1.0 / (1.0 + np.exp(-(x @ w)))
+        grad = x.T @ (p - y) + penalty * w
+        hess = (x * (p * (1.0 - p))[:, None]).T @ x + np.diag(penalty)
+        w -= np.linalg.solve(hess, grad)
+    return w.astype(np.float32)
+
+
+def cross_fitted(probs: F32, fn: F32, y: F32, learn: npt.NDArray[np.int64], folds: int) -> F32:
+    """Combined scores of every row from a combiner fitted without its block: the threshold
+    and the reported precision/recall then rest on no row that fitted anything scoring it."""
+    out = np.zeros(len(y), np.float32)
+    for block in np.array_split(np.arange(len(y)), folds):
+        rows = np.setdiff1d(learn, block)
+        out[block] = combine(fit_combiner(probs[:, rows], fn[rows], y[rows]), list(probs[:, block]), fn[block])
+    return out
+
+
+def served(data: dict[str, Any], probs: F32) -> F32:
+    """Scores as the verifier serves them: vetoes 0, equal wording 1, else the model."""
+    out = np.where(data["equal"], 1.0, probs)
+    return np.where(data["vetoed"], 0.0, out).astype(np.float32)
+
+
+def _report(name: str, scores: F32, y: F32, threshold: float) -> None:
+    hits = scores >= threshold
+    sys.stderr.write(f"{name} at {threshold:.3f}: precision {y[hits].mean():.3f} "
+                     f"recall {y[hits].sum() / y.sum():.3f}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", required=True, type=Path)
-    ap.add_argument("--train-rows", type=int, default=30000)
-    ap.add_argument("--val-rows", type=int, default=5000)
-    ap.add_argument("--precision", type=float, default=0.92)
+    ap.add_argument("--rows", type=int, default=None, help="use the first N rows (default: all)")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--precision", type=float, default=0.91, help="pooled out-of-fold precision to reach")
     ap.add_argument("--out", type=Path, default=MODEL_FILE)
-    ap.add_argument("--report-folds", type=int, default=0,
-                    help="also score every training row out-of-fold (k blocks) and report the "
-                         "pooled precision/recall at the chosen threshold (analysis only, ~k more fits)")
+    ap.add_argument("--oof", type=Path, default=None,
+                    help="reuse the out-of-fold family probabilities a previous run saved (OUT.oof.npy, "
+                         "same rows and folds) instead of refitting every fold")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
-    rows = [json.loads(line) for line in args.pairs.read_text().splitlines()[: args.train_rows]]
+    rows = [json.loads(line) for line in args.pairs.read_text().splitlines() if line.strip()][: args.rows]
     static = StaticEmbedder.load_or_distill()
     texts = [r["text_a"] for r in rows] + [r["text_b"] for r in rows]
     base = TokenSpace(static, np.ones(static.table.shape[0], np.float32))
-    sif = sif_weights([base.ids(t) for t in texts], static.table.shape[0])
-    space = TokenSpace(static, sif)
+    space = TokenSpace(static, sif_weights([base.ids(t) for t in texts], static.table.shape[0]))
     data = prepare_data(space, rows)
     usable = np.flatnonzero(~data["vetoed"])
-    split = len(rows) - args.val_rows
-    arrays = fit(space, data, usable[usable < split])
-    arrays["threshold"] = np.asarray(0.5, dtype=np.float32)
-    verifier = Verifier(PairModel(space, arrays))
-    val = np.arange(split, len(rows))
-    scores = np.array([verifier.score_prepared(*data["prep"][k]) for k in val], dtype=np.float32)
-    threshold = pick_threshold(scores, data["y"][val], args.precision)
-    hits = scores >= threshold
-    sys.stderr.write(f"validation: threshold {threshold:.3f} precision "
-                     f"{data['y'][val][hits].mean():.3f} recall "
-                     f"{data['y'][val][hits].sum() / data['y'][val].sum():.3f}\n")
-    if args.report_folds > 1:
-        oof = out_of_fold_scores(space, data, usable, args.report_folds)
-        hits, y = oof >= threshold, data["y"]
-        sys.stderr.write(f"out-of-fold ({args.report_folds} folds, all {len(y)} rows) at {threshold:.3f}: "
-                         f"precision {y[hits].mean():.3f} recall {y[hits].sum() / y.sum():.3f}\n")
+    if args.oof is not None:
+        probs = np.load(args.oof)
+    else:
+        probs = out_of_fold(space, data, usable, args.folds)
+        np.save(args.out.with_suffix(".oof.npy"), probs)  # for analysis and --oof; never shipped
+    learn = np.flatnonzero(~data["vetoed"] & ~data["equal"])
+    feats = data["feats"][usable]
+    fn = ((data["feats"] - feats.mean(0)) / (feats.std(0) + 1e-6)).astype(np.float32)  # as ``fit`` ships
+    combiner = fit_combiner(probs[:, learn], fn[learn], data["y"][learn])
+    oof = served(data, cross_fitted(probs, fn, data["y"], learn, args.folds))
+    threshold = pick_threshold(oof, data["y"], args.precision)
+    sys.stderr.write(f"combiner (families, features, bias) {np.round(combiner, 3).tolist()}\n")
+    _report(f"out-of-fold ({args.folds} folds, {len(rows)} rows)", oof, data["y"], threshold)
+    alone = [*zip(FAMILIES, probs, strict=True), ("geometric mean of mlp, proj", np.sqrt(probs[0] * probs[1]))]
+    for name, family in alone:
+        t = pick_threshold(served(data, family), data["y"], args.precision)
+        _report(f"  {name} alone, its own threshold", served(data, family), data["y"], t)
     final = fit(space, data, usable)
     final["threshold"] = np.asarray(threshold, dtype=np.float32)
+    final["combine"] = combiner
     shipped: dict[str, Any] = {k: np.asarray(v, dtype=np.float16 if v.size > 1000 else np.float32)
                                for k, v in final.items()}
     np.savez_compressed(args.out, **shipped)

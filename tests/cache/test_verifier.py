@@ -86,7 +86,32 @@ def _naive_score(model: PairModel, a: Prepared, b: Prepared) -> float:
             vec = pooled @ arr[f"{key}_pw"] + arr[f"{key}_pb"]
             vecs.append(vec / np.linalg.norm(vec))
         proj.append(member(key, np.concatenate([np.abs(vecs[0] - vecs[1]) * 8, vecs[0] * vecs[1] * 8, feats])))
-    return float(np.sqrt(np.mean(mlp) * np.mean(proj)))
+    att = _naive_attention(arr, model.space.table, a.ids, b.ids, feats)
+    logits = [np.log(p / (1.0 - p)) for p in (np.mean(mlp), np.mean(proj), att)]
+    w = arr["combine"]
+    return float(1.0 / (1.0 + np.exp(-(np.dot(w[:3], logits) + np.dot(w[3:-1], feats) + w[-1]))))
+
+
+def _naive_attention(arr: dict[str, np.ndarray], table: np.ndarray, ia: np.ndarray, ib: np.ndarray,
+                     feats: np.ndarray) -> float:
+    """The attention family for one pair, unbatched and unpadded."""
+    ea, eb = table[ia[:48]], table[ib[:48]]
+    fa, fb = (np.maximum(e @ arr["att_f_w"] + arr["att_f_b"], 0.0) for e in (ea, eb))
+    pa, pb = (e @ arr["att_p_w"] + arr["att_p_b"] for e in (ea, eb))
+
+    def side(p: np.ndarray, other: np.ndarray, att: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        soft = np.exp(att - att.max(axis=1, keepdims=True))
+        aligned = (soft / soft.sum(axis=1, keepdims=True)) @ other
+        both = np.concatenate([p, aligned, p * aligned, np.abs(p - aligned)], axis=1)
+        compared = np.maximum(both @ arr["att_g_w"] + arr["att_g_b"], 0.0)
+        w = np.exp(arr["att_logw"][ids[:48]])
+        pooled: np.ndarray = (compared * w[:, None]).sum(0) / (w.sum() + 1e-6)
+        return pooled
+
+    va, vb = side(pa, pb, fa @ fb.T, ia), side(pb, pa, fb @ fa.T, ib)
+    x = np.concatenate([va + vb, np.abs(va - vb), va * vb, feats])
+    z = np.maximum(x @ arr["att_h1_w"] + arr["att_h1_b"], 0.0) @ arr["att_h2_w"][:, 0] + arr["att_h2_b"][0]
+    return float(1.0 / (1.0 + np.exp(-z)))
 
 
 def test_stacked_inference_matches_members(verifier: Verifier) -> None:
