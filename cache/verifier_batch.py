@@ -15,7 +15,7 @@ from scipy.sparse import csr_matrix
 
 from cache.verifier import Verifier
 from cache.verifier_model import _UNK, F32, MAX_TOKENS, Prepared, TextState, _lexical
-from cache.verifier_text import parse, veto
+from cache.verifier_text import Parsed, parse, veto
 
 Pair = tuple[Prepared, Prepared]
 
@@ -50,9 +50,9 @@ class BatchVerifier:
         self._weights: F32 = np.concatenate([self.space.sif[None, :], self.model.proj_w])
 
     def prepare_many(self, texts: list[str], ids: list[list[int]] | None = None,
-                     remember: bool = False) -> list[Prepared]:
-        """Prepared texts (memo hits reused); ``ids``: token ids already computed for them.
-        Only texts not in the memo are tokenised and pooled, in one batch."""
+                     remember: bool = False, parsed: list[Parsed] | None = None) -> list[Prepared]:
+        """Prepared texts (memo hits reused); ``ids``/``parsed``: token ids and parses already
+        computed for them. Only texts not in the memo are tokenised and pooled, in one batch."""
         space = self.space
         out = [space.memo(t) for t in texts]
         missing = [i for i, p in enumerate(out) if p is None]
@@ -61,11 +61,11 @@ class BatchVerifier:
             arrays = [np.asarray(x[:MAX_TOKENS] or [_UNK], dtype=np.int64) for x in tok_ids]
             pooled = _pooled(self._weights, space.table, arrays)  # (1 + members, n, dim)
             sif, proj = _unit_rows(pooled[0]), self.model.proj_vectors(pooled[1:])
-            att = self.model.att.states(arrays)
-            parsed = [parse(texts[i]) for i in missing]
-            space.word_vectors([w for p in parsed for w in p.content])  # new words in one product
+            att = self.model.att_states(arrays)
+            parses = [parsed[i] if parsed is not None else parse(texts[i]) for i in missing]
+            space.word_vectors([w for p in parses for w in p.content])  # new words in one product
             for j, i in enumerate(missing):
-                out[i] = space.memo(texts[i]) or space.build(texts[i], arrays[j], sif[j], remember, parsed[j])
+                out[i] = space.memo(texts[i]) or space.build(texts[i], arrays[j], sif[j], remember, parses[j])
                 if not self.model.has_state(texts[i]):
                     state = TextState(np.ascontiguousarray(proj[:, j, :]), att[j])
                     self.model.keep_state(texts[i], state, remember)
@@ -79,7 +79,7 @@ class BatchVerifier:
         if not todo:
             return
         ids = [p.ids for p in todo]
-        proj, att = model.proj_vectors(_pooled(model.proj_w, self.space.table, ids)), model.att.states(ids)
+        proj, att = model.proj_vectors(_pooled(model.proj_w, self.space.table, ids)), model.att_states(ids)
         for k, p in enumerate(todo):
             model.keep_state(p.text, TextState(np.ascontiguousarray(proj[:, k, :]), att[k]), remember)
 

@@ -53,7 +53,7 @@ class TextState:
     """Per-text model state beyond ``Prepared``: kept for cached questions."""
 
     proj: F32  # (proj members, pdim) unit vectors
-    att: TokenStates
+    att: TokenStates | None  # None when the model has no attention family
 
 
 def _unit(x: F32) -> F32:
@@ -110,6 +110,8 @@ class TokenSpace:
         embedder's memoised word-pieces): a new word cost ~15 us of numpy calls on its own."""
         known = self._words
         missing = sorted({w for w in words if w not in known})
+        if not missing:
+            return [known[w] for w in words]
         fresh: dict[str, tuple[F32, float]] = {}
         if missing:
             ids = [x[:MAX_TOKENS] or [_UNK] for x in self._static.token_ids(missing)]
@@ -227,7 +229,7 @@ def logit(p: F32) -> F32:
 
 
 def combine(weights: F32, probs: list[F32], fn: F32) -> F32:
-    """The pair probability from the families' probabilities (mlp, proj, att) and the
+    """The pair probability from the families' probabilities (mlp, proj[, att]) and the
     standardised scalar pair features ``fn`` (pairs, f): a logistic regression on
     ``[logit(p) per family, fn]`` (``weights``: one per family, one per feature, then the
     bias), fitted on out-of-fold predictions by the trainer. Learned rather than a fixed
@@ -274,7 +276,7 @@ class PairModel:
         self.proj_w: F32 = np.exp(np.stack([arrays[f"proj_{m}_logw"] for m in proj]))  # token weights
         self.proj_pw = np.stack([arrays[f"proj_{m}_pw"] for m in proj])
         self.proj_pb = np.stack([arrays[f"proj_{m}_pb"] for m in proj])
-        self.att = AttentionFamily(arrays, space.table)
+        self.att = AttentionFamily(arrays, space.table) if "att_f_w" in arrays else None
         self._states: OrderedDict[str, TextState] = OrderedDict()
         self._oneoff: list[str] = []
         self._memo_size = memo_size
@@ -315,7 +317,7 @@ class PairModel:
             self._states.move_to_end(p.text)
             return hit
         pooled = self.proj_w[:, p.ids] @ self.space.table[p.ids]
-        state = TextState(self.proj_vectors(pooled[:, None, :])[:, 0, :], self.att.states([p.ids])[0])
+        state = TextState(self.proj_vectors(pooled[:, None, :])[:, 0, :], self.att_states([p.ids])[0])
         if remember:
             self.keep_state(p.text, state, True)
         return state
@@ -335,8 +337,14 @@ class PairModel:
                + np.matmul(fn, self._proj_feats.reshape(fn.shape[1], -1)).reshape(len(fn), m, -1).transpose(1, 0, 2)
                + self._proj.b1.reshape(m, 1, -1))  # (members, pairs, hidden)
         p_proj = _mean_sigmoid(self._proj.logits(pre.transpose(1, 0, 2)))
-        p_att = self.att.probs([(a.att, b.att) for a, b in zip(sa, sb, strict=True)], fn.astype(np.float32))
-        return [p_mlp, p_proj, p_att]
+        if self.att is None:
+            return [p_mlp, p_proj]
+        pairs = [(a.att, b.att) for a, b in zip(sa, sb, strict=True) if a.att is not None and b.att is not None]
+        return [p_mlp, p_proj, self.att.probs(pairs, fn.astype(np.float32))]
+
+    def att_states(self, ids: list[npt.NDArray[np.int64]]) -> list[TokenStates | None]:
+        """Attention token states of a batch of texts (None without an attention family)."""
+        return list(self.att.states(ids)) if self.att is not None else [None] * len(ids)
 
     def score_features(self, feats: F32, u: F32, v: F32, sa: list[TextState], sb: list[TextState]) -> F32:
         """Scores of a batch of pairs (see ``family_probs``): every family on the stacked

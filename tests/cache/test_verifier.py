@@ -86,10 +86,12 @@ def _naive_score(model: PairModel, a: Prepared, b: Prepared) -> float:
             vec = pooled @ arr[f"{key}_pw"] + arr[f"{key}_pb"]
             vecs.append(vec / np.linalg.norm(vec))
         proj.append(member(key, np.concatenate([np.abs(vecs[0] - vecs[1]) * 8, vecs[0] * vecs[1] * 8, feats])))
-    att = _naive_attention(arr, model.space.table, a.ids, b.ids, feats)
-    logits = [np.log(p / (1.0 - p)) for p in (np.mean(mlp), np.mean(proj), att)]
-    w = arr["combine"]
-    return float(1.0 / (1.0 + np.exp(-(np.dot(w[:3], logits) + np.dot(w[3:-1], feats) + w[-1]))))
+    probs = [float(np.mean(mlp)), float(np.mean(proj))]
+    if "att_f_w" in arr:  # the optional attention family
+        probs.append(_naive_attention(arr, model.space.table, a.ids, b.ids, feats))
+    logits = [np.log(p / (1.0 - p)) for p in probs]
+    w, k = arr["combine"], len(probs)
+    return float(1.0 / (1.0 + np.exp(-(np.dot(w[:k], logits) + np.dot(w[k:-1], feats) + w[-1]))))
 
 
 def _naive_attention(arr: dict[str, np.ndarray], table: np.ndarray, ia: np.ndarray, ib: np.ndarray,
