@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass
 
 _WORD = re.compile(r"[A-Za-z]+(?:'[a-z]+)?|\d+(?:[.,]\d+)*")
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _NUMBER_WORDS = frozenset(
     "zero two three four five six seven eight nine ten eleven twelve twenty thirty forty "
     "fifty hundred thousand million billion".split()
@@ -75,7 +74,9 @@ def parse(text: str) -> Parsed:
     words = tuple(_WORD.findall(text))
     lower = [w.lower() for w in words]
     lower_set = frozenset(lower)
-    numbers = {n.replace(",", "") for n in _NUMBER.findall(text)} | (lower_set & _NUMBER_WORDS)
+    # ``_WORD``'s number branch is the whole number pattern (its letter branch never takes a
+    # digit), so the words already hold the numbers: one regex pass per text, not two.
+    numbers = {w.replace(",", "") for w in words if w[0].isdigit()} | (lower_set & _NUMBER_WORDS)
     entities = {w.lower() for w in words[1:] if w[:1].isupper()} - _STOP
     wh = next((w for w in lower if w in _WH), None)
     squashed = " ".join(lower)
