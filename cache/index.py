@@ -15,11 +15,8 @@ from typing import Any
 
 import faiss
 import numpy as np
-import numpy.typing as npt
 
 from cache.embedders import Vectors
-
-SMALL_SCOPE = 16  # entries up to which a scope is searched with numpy instead of faiss
 
 
 @dataclass(slots=True)
@@ -42,7 +39,6 @@ class SemanticIndex:
         self._by_key: OrderedDict[str, Entry] = OrderedDict()  # LRU order
         self._by_fid: dict[int, Entry] = {}
         self._scopes: dict[str, Any] = {}  # scope -> faiss.IndexIDMap2
-        self._members: dict[str, dict[int, Entry]] = {}  # scope -> fid -> entry
         self._next_fid = 0
         self._on_evict = on_evict
         self._clock = clock
@@ -69,7 +65,6 @@ class SemanticIndex:
         if index is None:
             index = self._scopes[scope] = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
         index.add_with_ids(vector.reshape(1, -1), np.array([entry.fid], dtype=np.int64))
-        self._members.setdefault(scope, {})[entry.fid] = entry
         self._by_key[key] = entry
         self._by_fid[entry.fid] = entry
         while len(self._by_key) > self.max_entries:
@@ -102,31 +97,14 @@ class SemanticIndex:
         found = self._search_rows(scope, vector.reshape(1, -1), k)
         return found[0] if found else []
 
-    def _nearest(self, scope: str, vectors: Vectors, k: int) -> tuple[Vectors, npt.NDArray[np.int64]] | None:
-        """(similarities, fids), best first per row, or None for an unknown scope. A scope of
-        at most ``SMALL_SCOPE`` entries is searched with one numpy product over its stored
-        vectors: a faiss call costs ~20 us of wrapper overhead, the product ~2 us (many scopes
-        are small: one per tenant, model and system prompt)."""
+    def _search_rows(self, scope: str, vectors: Vectors, k: int) -> list[list[tuple[Entry, float]]]:
         index = self._scopes.get(scope)
         if index is None:
-            return None
-        members = self._members[scope]
-        if len(members) > SMALL_SCOPE:
-            sims, fids = index.search(np.ascontiguousarray(vectors, dtype=np.float32), min(k, index.ntotal))
-            return sims, fids
-        entries = list(members.values())
-        all_sims = vectors @ np.stack([e.vector for e in entries]).T
-        order = np.argsort(-all_sims, axis=1, kind="stable")[:, :k]
-        ids = np.asarray([e.fid for e in entries], dtype=np.int64)
-        return np.take_along_axis(all_sims, order, axis=1), ids[order]
-
-    def _search_rows(self, scope: str, vectors: Vectors, k: int) -> list[list[tuple[Entry, float]]]:
-        nearest = self._nearest(scope, vectors, k)
-        if nearest is None:
             return [[] for _ in range(len(vectors))]
+        sims, fids = index.search(np.ascontiguousarray(vectors, dtype=np.float32), min(k, index.ntotal))
         now = self._clock()
         out = []
-        for row_sims, row_fids in zip(*nearest, strict=True):
+        for row_sims, row_fids in zip(sims, fids, strict=True):
             found = []
             for sim, fid in zip(row_sims, row_fids, strict=True):
                 entry = self._by_fid.get(int(fid))
@@ -155,11 +133,8 @@ class SemanticIndex:
         del self._by_fid[entry.fid]
         index = self._scopes[entry.scope]
         index.remove_ids(np.array([entry.fid], dtype=np.int64))
-        members = self._members[entry.scope]
-        del members[entry.fid]
         if index.ntotal == 0:
             del self._scopes[entry.scope]
-            del self._members[entry.scope]
         return True
 
     def remove_prefix(self, prefix: str) -> int:

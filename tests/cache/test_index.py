@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from cache.embedders import Embedder
 from cache.index import Entry, SemanticIndex
@@ -59,22 +58,3 @@ def test_search_many_groups_rows_by_scope_and_equals_one_by_one(embedder: Embedd
         [[(e.key, round(s, 5)) for e, s in row] for row in alone]
     assert together[4] == [] and all(e.key != "k4" for row in together for e, _ in row)
     assert together[0][0][0].key == "k0" and {e.scope for e, _ in together[1]} == {"b"}
-
-
-def test_small_scopes_searched_with_numpy_match_faiss(embedder: Embedder, monkeypatch: pytest.MonkeyPatch) -> None:
-    index = SemanticIndex(embedder.dim, max_entries=50)
-    texts = [f"how do I {verb} a {thing}" for verb in ("cook", "fix", "sell") for thing in ("car", "cake", "bike")]
-    for i, vec in enumerate(embedder.encode(texts)):
-        index.add(f"k{i}", "s", texts[i], vec, expires_at=1e12)
-    index.remove("k4")
-    queries = embedder.encode(["cooking a cake", "repair my bike", "selling cars"])
-
-    def search() -> list[list[tuple[str, float]]]:
-        return [[(e.key, round(s, 5)) for e, s in row] for row in index.search_many(["s"] * 3, queries, k=4)]
-
-    monkeypatch.setattr("cache.index.SMALL_SCOPE", 0)
-    with_faiss = search()
-    monkeypatch.setattr("cache.index.SMALL_SCOPE", 100)
-    assert search() == with_faiss
-    assert with_faiss[0][0][0] == "k1" and all(len(row) == 4 for row in with_faiss)
-    assert all(key != "k4" for row in with_faiss for key, _ in row)
