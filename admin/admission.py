@@ -10,6 +10,7 @@ If the quota store (Redis) is unreachable, admission fails closed: 503 ``QuotaUn
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import math
@@ -78,10 +79,10 @@ class QuotaAdmission:
         return f"{self._id_prefix}{next(self._ids):x}"
 
     async def admit(self, principal: Principal, estimate: Estimate) -> Ticket:
-        scopes = tuple(s for s in principal.attributes.get(SCOPES_ATTR, ()) if s.limits.limited)
+        scopes: tuple[Scope, ...] = principal.attributes.get(SCOPES_ATTR, ())  # limited ones only
         price = self.catalogue.price(estimate.model)
         req = AdmitRequest(
-            req_id=f"{estimate.request_id}:{self.new_id()}",
+            req_id=self.new_id(),  # also the usage event's id: one event per ticket
             scopes=scopes,
             tokens=estimate.prompt_tokens + estimate.max_output_tokens,
             cost_nusd=price.cost_nusd(estimate.prompt_tokens, estimate.max_output_tokens),
@@ -127,39 +128,57 @@ class AdmissionTicket:
         self.price = price
         self._done = False
 
-    async def settle(self, outcome: Outcome) -> None:
+    def settle(self, outcome: Outcome) -> None:
         if self._done:
             return
         self._done = True
         usage = outcome.usage
         cost = 0 if outcome.cached else self.price.cost_nusd(usage.prompt_tokens, usage.completion_tokens)
-        try:
-            if self.req.scopes:
-                crossed = await self._owner.quota.finish(
-                    self.req, usage.total_tokens, cost, self._owner._clock())
-                for scope_id in crossed:
-                    log.warning("budget alert: %s passed its soft threshold", scope_id)
-        finally:
-            self._record(outcome.model, outcome.deployment, usage.prompt_tokens, usage.completion_tokens,
-                         cost, outcome.status, outcome.latency_s, outcome.cached, outcome.stream)
+        # The usage event is recorded first and unconditionally: the quota store's own
+        # failure (Redis down) must not lose metering; its reservation then expires by lease.
+        self._record(outcome.model, outcome.deployment, usage.prompt_tokens, usage.completion_tokens,
+                     cost, outcome.status, outcome.latency_s, outcome.cached, outcome.stream)
+        if self.req.scopes:
+            self._finish(usage.total_tokens, cost)
 
-    async def release(self, status: int) -> None:
+    def release(self, status: int) -> None:
         if self._done:
             return
         self._done = True
-        try:
-            if self.req.scopes:
-                await self._owner.quota.finish(self.req, None, 0, self._owner._clock())
-        finally:
-            self._record(self.estimate.model, None, 0, 0, 0, status, 0.0, False, False)
+        self._record(self.estimate.model, None, 0, 0, 0, status, 0.0, False, False)
+        if self.req.scopes:
+            self._finish(None, 0)
+
+    def _finish(self, tokens: int | None, cost: int) -> None:
+        owner = self._owner
+        done = owner.quota.finish_soon(self.req, tokens, cost, owner._clock())
+        if isinstance(done, list):
+            _alert(done)
+        else:
+            done.add_done_callback(_after_finish)
 
     def _record(
         self, model: str, deployment: str | None, prompt: int, completion: int, cost: int,
         status: int, latency_s: float, cached: bool, stream: bool,
     ) -> None:
+        principal = self.principal
         self._owner.usage.record(UsageEvent(
-            id=self._owner.new_id(), ts=self._owner._clock(), request_id=self.estimate.request_id,
-            tenant_id=self.principal.tenant, key_id=self.principal.key_id, model=model,
-            deployment=deployment, prompt_tokens=prompt, completion_tokens=completion, cost_nusd=cost,
-            status=status, latency_ms=math.ceil(latency_s * 1000), cached=cached, stream=stream,
+            self.req.req_id, self._owner._clock(), self.estimate.request_id, principal.tenant,
+            principal.key_id, model, deployment, prompt, completion, cost, status,
+            math.ceil(latency_s * 1000), cached, stream,
         ))
+
+
+def _after_finish(done: asyncio.Future[list[str]]) -> None:
+    if done.cancelled():
+        return
+    exc = done.exception()
+    if exc is not None:
+        log.error("settling a reservation failed (it expires with its lease): %s", exc)
+        return
+    _alert(done.result())
+
+
+def _alert(crossed: list[str]) -> None:
+    for scope_id in crossed:
+        log.warning("budget alert: %s passed its soft threshold", scope_id)

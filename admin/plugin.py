@@ -53,7 +53,8 @@ def _admin_ctx(cfg: GatewayConfig) -> Callable[[web.Application], AsyncIterator[
                 exporter.cancel()
                 await asyncio.gather(exporter, return_exceptions=True)
             # aiohttp runs on_shutdown (the gateway's drain) before in-flight handlers finish;
-            # by now they have, so wait for the settle tasks they spawned before flushing usage.
+            # by now they have settled their tickets; state.close() waits for the quota
+            # store's pending settles, then flushes usage.
             await app[TASKS].drain(cfg.server.grace_period)
             await state.close()
 

@@ -1,4 +1,4 @@
-"""QuotaStore on Redis: the same semantics as ``MemoryQuota`` (see quota.py), made global
+"""QuotaStore on Redis: the same semantics as ``MemoryQuota`` (quota_memory.py; see quota.py), made global
 across replicas by doing each admission and each settle in one Lua script (one round trip,
 atomic). Keys live under ``<prefix>q:<scope>:...`` and expire on their own.
 
@@ -9,6 +9,7 @@ script initialises the ledger only if still absent (replicas racing to seed agre
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from admin.quota import WINDOW_S, AdmitRequest, Decision, Scope, SpentLoader, period_of
@@ -258,6 +259,17 @@ class RedisQuota:
     async def finish(
         self, req: AdmitRequest, tokens: int | None, cost_nusd: int, now: float,
     ) -> list[str]:
+        return await self._finish(req, tokens, cost_nusd)
+
+    async def drain(self) -> None:
+        await self._batcher.drain()
+
+    def finish_soon(
+        self, req: AdmitRequest, tokens: int | None, cost_nusd: int, now: float,
+    ) -> list[str] | asyncio.Future[list[str]]:
+        return self._finish(req, tokens, cost_nusd)
+
+    def _finish(self, req: AdmitRequest, tokens: int | None, cost_nusd: int) -> asyncio.Future[list[str]]:
         keys = [self._base(scope) for scope in req.scopes]
         args: list[Any] = [req.req_id, "release" if tokens is None else "settle", tokens or 0,
                            cost_nusd, len(req.scopes)]
@@ -267,8 +279,18 @@ class RedisQuota:
             soft = -1 if lim.budget_usd is None else round(lim.budget_usd * lim.soft_alert * 1e9)
             args.append(f"{period_of(lim.budget_period, req.now).id} {budget} {soft} "
                         f"{int(lim.tpm is not None)} {int(lim.concurrency is not None)}")
-        crossed = await self._batcher.call("finish", keys, args)
-        return [req.scopes[int(i) - 1].id for i in crossed]
+        done: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+
+        def scope_ids(call: asyncio.Future[Any]) -> None:
+            if call.cancelled():
+                done.cancel()
+            elif (exc := call.exception()) is not None:
+                done.set_exception(exc)
+            else:
+                done.set_result([req.scopes[int(i) - 1].id for i in call.result()])
+
+        self._batcher.call("finish", keys, args).add_done_callback(scope_ids)
+        return done
 
     async def budget_state(self, scope: Scope, now: float) -> tuple[int, int] | None:
         spent, reserved = await self._redis.hmget(self._ledger_key(scope, now), "spent", "reserved")

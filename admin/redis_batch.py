@@ -36,6 +36,14 @@ class ScriptBatcher:
         self._pending.append((self.sha[name], keys, args, future))
         return future
 
+    async def drain(self) -> None:
+        """Wait for every call made so far (and any made meanwhile) to get its answer."""
+        while self._pending or self._tasks:
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            else:
+                await asyncio.sleep(0)  # the flush is scheduled with call_soon
+
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
         task = asyncio.get_running_loop().create_task(self._send(batch))

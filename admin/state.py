@@ -19,7 +19,8 @@ from admin.bus import InvalidationBus
 from admin.db import Database, connect
 from admin.migrations import migrate
 from admin.pricing import Catalogue, build_catalogue, load_litellm_map
-from admin.quota import MemoryQuota, QuotaStore, Scope
+from admin.quota import QuotaStore, Scope
+from admin.quota_memory import MemoryQuota
 from admin.quota_redis import RedisQuota
 from admin.store import Store
 from admin.usage import UsageRecorder
@@ -48,6 +49,7 @@ class AdminState:
         self.listener.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.listener
+        await self.quota.drain()  # settles started by the last requests reach Redis first
         await self.usage.stop()
         if self.redis is not None:
             await self.redis.aclose()

@@ -120,14 +120,14 @@ class Pipeline:
         estimate = Estimate(model.name, self.counter.count_prompt(body), max_out * n, ctx.request_id)
         return await self.admission.admit(ctx.principal, estimate)
 
-    def finish(self, ticket: Ticket, outcome: Outcome | None, status: int) -> None:
-        """Settle or release in a tracked task: bookkeeping survives client cancellation."""
-        if ticket is NOOP_TICKET:
-            return
+    @staticmethod
+    def finish(ticket: Ticket, outcome: Outcome | None, status: int) -> None:
+        """Settle or release now (synchronous by the Ticket contract, so it cannot be lost to a
+        client's cancellation)."""
         if outcome is not None:
-            self.tasks.spawn(ticket.settle(outcome), name="settle")
+            ticket.settle(outcome)
         else:
-            self.tasks.spawn(ticket.release(status), name="release")
+            ticket.release(status)
 
     def abandon(self, ticket: Ticket, exc: BaseException) -> None:
         """Release a ticket for a request that failed (its HTTP status) or whose client went away

@@ -8,7 +8,8 @@ from admin.admission import QuotaAdmission
 from admin.auth import resolve
 from admin.models import ApiKey, Limits, Tenant
 from admin.pricing import Catalogue, TokenPrice
-from admin.quota import AdmitRequest, Decision, MemoryQuota, Scope
+from admin.quota import AdmitRequest, Decision, Scope
+from admin.quota_memory import MemoryQuota
 from admin.usage import UsageRecorder
 from backends.base import Usage
 from gateway.errors import BudgetExceeded, RateLimited
@@ -49,8 +50,8 @@ async def test_only_limited_scopes_reach_the_quota_store(setup: Setup) -> None:
     admission, quota, usage = setup
     ticket = await admission.admit(principal(Limits(), Limits()), Estimate("m", 10, 20, "r1"))
     assert quota.admitted == []
-    await ticket.settle(Outcome("m", "d", Usage(10, 5), 200, 0.1))
-    await ticket.settle(Outcome("m", "d", Usage(10, 5), 200, 0.1))  # a second finish is ignored
+    ticket.settle(Outcome("m", "d", Usage(10, 5), 200, 0.1))
+    ticket.settle(Outcome("m", "d", Usage(10, 5), 200, 0.1))  # a second finish is ignored
     assert usage.pending() == 1
     await admission.admit(principal(Limits(), Limits(rpm=5)), Estimate("m", 10, 20, "r2"))
     req = quota.admitted[0]
@@ -68,7 +69,7 @@ async def test_refusals_map_to_openai_errors(setup: Setup) -> None:
     assert info.value.headers["x-ratelimit-limit-requests"] == "1"
     assert info.value.headers["x-ratelimit-remaining-requests"] == "0"
     assert info.value.headers["x-ratelimit-remaining-tokens"] == "970"
-    await ticket.release(502)
+    ticket.release(502)
     p2 = principal(Limits(), Limits(budget_usd=0.00001))  # 10,000 nano-USD: less than one request
     with pytest.raises(BudgetExceeded) as budget:
         await admission.admit(p2, Estimate("m", 10, 20, "r3"))

@@ -24,33 +24,43 @@ models:
 
 
 class SlowTicket:
-    def __init__(self, events: list[str]) -> None:
+    """Settles through background work of its own, as admin's Redis quota does."""
+
+    def __init__(self, events: list[str], work: set[asyncio.Task[None]]) -> None:
         self.events = events
+        self.work = work
 
-    async def settle(self, outcome: Outcome) -> None:
-        await asyncio.sleep(0.2)
-        self.events.append(f"settled {outcome.status}")
+    def settle(self, outcome: Outcome) -> None:
+        async def slow() -> None:
+            await asyncio.sleep(0.2)
+            self.events.append(f"settled {outcome.status}")
 
-    async def release(self, status: int) -> None:
+        self.work.add(asyncio.get_running_loop().create_task(slow()))
+
+    def release(self, status: int) -> None:
         self.events.append(f"released {status}")
 
 
 class RecordingAdmission:
     def __init__(self, events: list[str]) -> None:
         self.events = events
+        self.work: set[asyncio.Task[None]] = set()
 
     async def admit(self, principal: Principal, estimate: Estimate) -> Ticket:
         self.events.append(f"admitted {estimate.model}")
-        return SlowTicket(self.events)
+        return SlowTicket(self.events, self.work)
 
 
 async def test_in_flight_bookkeeping_drains_before_plugin_contexts_close() -> None:
+    """In-flight requests finish (and settle their tickets) before a plug-in's context closes,
+    so the plug-in can drain the settle work it started before closing its store."""
     events: list[str] = []
     app = create_app(load_text(CONFIG))
-    app[ADMISSION] = RecordingAdmission(events)
+    admission = app[ADMISSION] = RecordingAdmission(events)
 
     async def plugin_store(app: web.Application) -> AsyncIterator[None]:
         yield
+        await asyncio.gather(*admission.work)
         events.append("store closed")
 
     app.cleanup_ctx.insert(1, plugin_store)  # where a plug-in's context sits (after core)

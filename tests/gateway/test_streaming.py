@@ -140,10 +140,10 @@ async def test_replay_to_a_departed_client_releases_the_ticket() -> None:
     finished: list[str] = []
 
     class Ticket:
-        async def settle(self, outcome: Outcome) -> None:
+        def settle(self, outcome: Outcome) -> None:
             finished.append("settled")
 
-        async def release(self, status: int) -> None:
+        def release(self, status: int) -> None:
             finished.append(f"released {status}")
 
     tasks = TaskTracker()
