@@ -174,6 +174,10 @@ async def connect(url: str, *, schema: str | None = None, pool_size: int = 10) -
         conn = await aiosqlite.connect(path or ":memory:", isolation_level=None)
         conn.row_factory = aiosqlite.Row
         await conn.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: a commit is durable across a process crash (kill -9) and never
+        # corrupts; only an OS crash or power loss can drop the last commits. FULL would
+        # fsync every usage batch on the worker thread.
+        await conn.execute("PRAGMA synchronous=NORMAL")
         await conn.execute("PRAGMA busy_timeout=5000")
         return SQLiteDatabase(conn)
     import asyncpg

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 BudgetPeriod = Literal["day", "month"]
 NANO = 1_000_000_000
@@ -118,9 +118,11 @@ class ApiKey:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class UsageEvent:
-    """One settled request. ``id`` is unique per event so a replayed spill inserts it once."""
+class UsageEvent(NamedTuple):
+    """One settled request. ``id`` is unique per event so a replayed spill inserts it once.
+
+    A tuple whose field order is the INSERT's parameter order (``Store.insert_usage``): one is
+    built per request and a batch goes to the database as is, with no per-row conversion."""
 
     id: str
     ts: float
@@ -138,7 +140,7 @@ class UsageEvent:
     stream: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return self._asdict()
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> UsageEvent:

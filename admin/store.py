@@ -42,7 +42,14 @@ def _key(row: Row, prefix: str = "") -> ApiKey:
     )
 
 
+_DAY_SQL = {
+    "sqlite": "strftime('%Y-%m-%d', $2, 'unixepoch')",
+    "postgresql": "to_char(to_timestamp($2) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+}
+
+
 def day_of(ts: float) -> str:
+    """The UTC day of ``ts`` as the usage table stores it (``_DAY_SQL`` computes the same)."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
 
@@ -163,18 +170,15 @@ class Store:
 
     # -- usage ---------------------------------------------------------------------------
     async def insert_usage(self, events: Sequence[UsageEvent]) -> None:
-        rows = [
-            (e.id, e.ts, day_of(e.ts), e.request_id, e.tenant_id, e.key_id, e.model, e.deployment,
-             e.prompt_tokens, e.completion_tokens, e.cost_nusd, e.status, e.latency_ms,
-             int(e.cached), int(e.stream))
-            for e in events
-        ]
+        # The events go in as they are (their field order is the parameter order); the UTC day
+        # is derived by the database from ts, in its own thread or server, not per row here.
+        day = _DAY_SQL[self.db.dialect]
         await self.db.executemany(
             "INSERT INTO usage_events (id, ts, day, request_id, tenant_id, key_id, model, deployment, "
             "prompt_tokens, completion_tokens, cost_nusd, status, latency_ms, cached, stream) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
+            f"VALUES ($1, $2, {day}, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
             "ON CONFLICT (id) DO NOTHING",
-            rows,
+            events,
         )
 
     async def spent_since(self, scope: str, scope_id: str, since: float) -> int:

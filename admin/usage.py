@@ -44,11 +44,13 @@ class UsageRecorder:
         self._interval = interval
         self._retries = retries
         self._backoff = backoff
-        self._queue: asyncio.Queue[UsageEvent] = asyncio.Queue(capacity)
+        self._capacity = capacity
+        # A plain list, not asyncio.Queue: record() runs once per request and must stay a few
+        # hundred nanoseconds; only the flush task waits, on _full or the interval.
+        self._queue: list[UsageEvent] = []
         self._task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Future[None] | None = None
         self._full = asyncio.Event()
-        self._held: list[UsageEvent] = []
         self._stopped = False
         self._seq = itertools.count()
         self._spill_path = self._dir / f"usage-{os.getpid()}-{id(self):x}.jsonl"
@@ -56,14 +58,12 @@ class UsageRecorder:
         self.spilled = 0
 
     def record(self, event: UsageEvent) -> None:
-        if self._stopped:
+        queue = self._queue
+        if self._stopped or len(queue) >= self._capacity:
             self._spill([event])
             return
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
-            self._spill([event])
-        if self._queue.qsize() >= self._batch:
+        queue.append(event)
+        if len(queue) >= self._batch:
             self._full.set()
 
     async def start(self) -> None:
@@ -81,31 +81,30 @@ class UsageRecorder:
                 await self._task
         if self._inflight is not None:
             await self._inflight
-        await self._write(self._held)
-        self._held = []
-        while not self._queue.empty():
+        while self._queue:
             await self._write(self._take(self._batch))
 
     def pending(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
     def _take(self, limit: int) -> list[UsageEvent]:
-        items: list[UsageEvent] = []
-        while len(items) < limit and not self._queue.empty():
-            items.append(self._queue.get_nowait())
-        return items
+        if len(self._queue) <= limit:
+            batch, self._queue = self._queue, []
+        else:
+            batch, self._queue = self._queue[:limit], self._queue[limit:]
+        return batch
 
     async def _run(self) -> None:
         while True:
-            first = await self._queue.get()
-            self._held = [first]  # out of the queue, not yet written: stop() writes it
-            if self._queue.qsize() + 1 < self._batch:
+            if len(self._queue) < self._batch:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), self._interval)
             self._full.clear()
-            batch = [first, *self._take(self._batch - 1)]
-            self._held = []
-            self._inflight = asyncio.ensure_future(self._write(batch))
+            if not self._queue:
+                continue
+            # Taken out of the queue only once the write starts; stop() awaits _inflight, so a
+            # batch is never in neither place.
+            self._inflight = asyncio.ensure_future(self._write(self._take(self._batch)))
             await asyncio.shield(self._inflight)
             self._inflight = None
 

@@ -67,6 +67,15 @@ async def test_usage_insert_is_idempotent_and_queryable(store: Store) -> None:
     assert await store.spent_since("key", "k1", 0) == 12
 
 
+async def test_the_database_derives_the_same_utc_day_as_day_of(store: Store) -> None:
+    midnight = 1_750_032_000.0  # 2025-06-16 00:00:00 UTC
+    stamps = (midnight - 0.25, midnight, midnight + 86399.75)
+    await store.insert_usage([event(i, ts=ts) for i, ts in enumerate(stamps)])
+    rows = await store.usage(filters={}, day_from=None, day_to=None, group_by=["day"])
+    assert [(r["day"], r["requests"]) for r in rows] == [("2025-06-15", 1), ("2025-06-16", 2)]
+    assert [day_of(ts) for ts in stamps] == ["2025-06-15", "2025-06-16", "2025-06-16"]
+
+
 async def test_migrations_are_numbered_and_idempotent(db: Database) -> None:
     assert await migrate(db) == MIGRATIONS[-1][0]
     rows = await db.fetch("SELECT version FROM schema_migrations")
