@@ -47,7 +47,10 @@ def _allowed(a: Limits, b: Limits) -> frozenset[str] | None:
 
 
 def resolve(key: ApiKey, tenant: Tenant) -> Resolved:
-    scopes = (Scope(f"k:{key.id}", key.limits), Scope(f"t:{tenant.id}", tenant.limits))
+    """The principal carries only the scopes with a counter (SCOPES_ATTR), so admission does
+    not filter them again per request."""
+    scopes = tuple(s for s in (Scope(f"k:{key.id}", key.limits), Scope(f"t:{tenant.id}", tenant.limits))
+                   if s.limits.limited)
     principal = Principal(
         tenant=tenant.id, key_id=key.id, allowed_models=_allowed(key.limits, tenant.limits),
         attributes={SCOPES_ATTR: scopes},
@@ -71,10 +74,17 @@ class KeyCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def get(self, key_id: str) -> Resolved | None:
+    def fresh(self, key_id: str) -> tuple[float, Resolved | None] | None:
+        """The entry if cached and not expired (no await: the request path's usual case)."""
         entry = self._entries.get(key_id)
         if entry is not None and entry[0] > self._clock():
             self._entries.move_to_end(key_id)
+            return entry
+        return None
+
+    async def get(self, key_id: str) -> Resolved | None:
+        entry = self.fresh(key_id)
+        if entry is not None:
             return entry[1]
         pending = self._pending.get(key_id)
         if pending is not None:
@@ -121,19 +131,40 @@ def bearer(request: web.Request) -> str | None:
 
 
 class KeyAuthenticator:
-    """gateway.interfaces.Authenticator backed by the key cache."""
+    """gateway.interfaces.Authenticator backed by the key cache.
 
-    def __init__(self, cache: KeyCache) -> None:
+    A presented secret that once matched its stored hash is remembered (bounded, oldest
+    forgotten first) with that hash, so a returning client costs two dict lookups instead of a
+    SHA-256 and a constant-time compare. Only verified secrets are remembered, so unknown keys
+    cannot grow it; revocation and expiry are still checked on every request against the key
+    cache, which revocations evict."""
+
+    def __init__(self, cache: KeyCache, remember: int = 10_000) -> None:
         self._cache = cache
+        self._verified: dict[str, str] = {}  # presented secret -> stored hash it matched
+        self._remember = remember
 
     async def authenticate(self, request: web.Request) -> Principal:
         presented = bearer(request)
         if presented is None:
             raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
         key_id = keygen.key_id_of(presented)
-        resolved = await self._cache.get(key_id) if key_id is not None else None
-        if resolved is None or not keygen.matches(presented, resolved.key.hash):
+        if key_id is None:
+            raise AuthenticationError("invalid API key")
+        entry = self._cache.fresh(key_id)
+        resolved = entry[1] if entry is not None else await self._cache.get(key_id)
+        if resolved is None or not self._matches(presented, resolved.key.hash):
             raise AuthenticationError("invalid API key")
         if not resolved.key.usable(time.time()):
             raise AuthenticationError(f"API key {resolved.key.id} is revoked or expired")
         return resolved.principal
+
+    def _matches(self, presented: str, stored: str) -> bool:
+        if self._verified.get(presented) == stored:
+            return True
+        if not keygen.matches(presented, stored):
+            return False
+        if len(self._verified) >= self._remember:
+            del self._verified[next(iter(self._verified))]
+        self._verified[presented] = stored
+        return True

@@ -17,9 +17,19 @@ import tiktoken
 _O200K_PREFIXES = ("gpt-4o", "o1", "o3", "o4", "gpt-4.1", "gpt-5")
 
 
+MEMO_CHARS = 4_000_000  # text held by the memo, per encoding (~4-16 MB)
+
+
 class TokenCounter:
-    def __init__(self) -> None:
+    """Counts are memoised per text (bounded by total characters, oldest evicted first): chat
+    traffic resends the same system prompts and conversation history on every turn, and an
+    exact count costs 3-15 µs per message on the request path."""
+
+    def __init__(self, memo_chars: int = MEMO_CHARS) -> None:
         self._encodings: dict[str, tiktoken.Encoding] = {}
+        self._memo: dict[str, dict[str, int]] = {}
+        self._memo_chars = memo_chars
+        self._held: dict[str, int] = {}
 
     def _encoding(self, model: str) -> tiktoken.Encoding:
         name = "o200k_base" if model.startswith(_O200K_PREFIXES) else "cl100k_base"
@@ -31,7 +41,24 @@ class TokenCounter:
     def count_text(self, text: str, model: str = "") -> int:
         if not text:
             return 0
-        return len(self._encoding(model).encode(text, disallowed_special=()))
+        name = "o200k_base" if model.startswith(_O200K_PREFIXES) else "cl100k_base"
+        memo = self._memo.get(name)
+        if memo is None:
+            memo = self._memo[name] = {}
+            self._held[name] = 0
+        count = memo.get(text)
+        if count is None:
+            count = memo[text] = len(self._encoding(model).encode(text, disallowed_special=()))
+            self._hold(name, memo, len(text))
+        return count
+
+    def _hold(self, name: str, memo: dict[str, int], chars: int) -> None:
+        held = self._held[name] + chars
+        while held > self._memo_chars and memo:
+            oldest = next(iter(memo))
+            del memo[oldest]
+            held -= len(oldest)
+        self._held[name] = held
 
     def count_messages(self, messages: Iterable[Any], model: str = "") -> int:
         total = 3

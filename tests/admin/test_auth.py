@@ -51,7 +51,8 @@ async def test_authenticate_hits_the_cache_after_one_query(store: Store) -> None
     assert counting.queries == 1  # concurrent misses share one query
     p = principals[0]
     assert p.tenant == "acme" and p.key_id == key.id and p.allowed_models == frozenset({"b"})
-    assert [s.id for s in p.attributes[SCOPES_ATTR]] == [f"k:{key.id}", "t:acme"]
+    # the key limits only models (no counter): only the tenant is a counted scope
+    assert [s.id for s in p.attributes[SCOPES_ATTR]] == ["t:acme"]
     for bad in (None, "tk-0123456789-" + "x" * 43, secret[:-1] + ("B" if secret.endswith("A") else "A"), "Bearer"):
         with pytest.raises(AuthenticationError):
             await auth.authenticate(request(bad))  # type: ignore[arg-type]
@@ -59,6 +60,24 @@ async def test_authenticate_hits_the_cache_after_one_query(store: Store) -> None
     with pytest.raises(AuthenticationError):
         await auth.authenticate(request("tk-0123456789-" + "y" * 43))  # type: ignore[arg-type]
     assert counting.queries == 2
+
+
+async def test_remembered_secrets_are_bounded_and_still_revocable(store: Store) -> None:
+    await store.create_tenant("acme", "Acme", Limits())
+    keys = [await store.create_key("acme", f"k{i}", Limits()) for i in range(3)]
+    cache = KeyCache(store, ttl=60)
+    auth = KeyAuthenticator(cache, remember=2)
+    for _, secret in keys:
+        await auth.authenticate(request(secret))  # type: ignore[arg-type]
+    assert list(auth._verified) == [keys[1][1], keys[2][1]]  # the oldest was forgotten
+    forged = keys[2][1][:-1] + ("B" if keys[2][1].endswith("A") else "A")  # same id, wrong secret
+    with pytest.raises(AuthenticationError, match="invalid"):
+        await auth.authenticate(request(forged))  # type: ignore[arg-type]
+    assert forged not in auth._verified
+    await store.revoke_key(keys[2][0].id)
+    cache.invalidate_key(keys[2][0].id)  # what the revocation broadcast does
+    with pytest.raises(AuthenticationError, match="revoked"):
+        await auth.authenticate(request(keys[2][1]))  # type: ignore[arg-type]
 
 
 async def test_ttl_bound_and_expiry(store: Store) -> None:

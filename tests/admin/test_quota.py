@@ -13,7 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from admin.models import Limits
-from admin.quota import AdmitRequest, MemoryQuota, QuotaStore, Scope
+from admin.quota import AdmitRequest, QuotaStore, Scope
+from admin.quota_memory import MemoryQuota
 from admin.quota_redis import RedisQuota
 from tests.admin.conftest import REDIS_URL
 
