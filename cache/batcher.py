@@ -34,7 +34,17 @@ def worker_pool() -> ThreadPoolExecutor:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="turnout-cache")
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="turnout-cache", initializer=_one_thread)
+
+
+def _one_thread() -> None:
+    """Runs in the worker thread: OpenMP's thread count is per calling thread, so the
+    process-wide BLAS limit above does not reach faiss's OpenMP team. Unlimited, that team
+    spun on the second core after each search (~200 us of CPU per lookup besides the
+    worker's, taken from the event loop and other processes)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
 
 
 class MicroBatcher(Generic[T, R]):

@@ -38,3 +38,19 @@ async def test_micro_batcher_propagates_errors_and_keeps_serving() -> None:
         await batcher.submit(-1)
     assert await batcher.submit(3) == 6
     pool.shutdown()
+
+
+def test_worker_runs_openmp_and_blas_on_one_thread() -> None:
+    """faiss's OpenMP team spun on the second core after each search (~200 us of CPU per
+    lookup outside the worker); OpenMP's thread count is per calling thread, so the worker
+    itself must be limited."""
+    import faiss  # noqa: F401  (loads libgomp and faiss's OpenBLAS)
+    from threadpoolctl import threadpool_info
+
+    pool = worker_pool()
+    try:
+        info = pool.submit(threadpool_info).result()
+    finally:
+        pool.shutdown()
+    assert {i["user_api"] for i in info} >= {"openmp", "blas"}
+    assert all(i["num_threads"] == 1 for i in info), info
