@@ -24,7 +24,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from scipy.sparse import csr_matrix
+
+from cache.sparse import rows_times_table
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +138,7 @@ class StaticEmbedder:
         cut = [seq[:256] for seq in ids]
         flat = np.fromiter((t for seq in cut for t in seq), dtype=np.int64)
         indptr = np.concatenate([[0], np.cumsum([len(seq) for seq in cut])])
-        mat = csr_matrix((self._weights[flat], flat, indptr), shape=(len(ids), len(self._table)))
-        out = np.asarray(mat @ self._table, dtype=np.float32)
+        out = rows_times_table(indptr, flat, self._weights[flat], self._table)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         out /= np.where(norms > 0, norms, 1.0)
         return out

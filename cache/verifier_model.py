@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from scipy.sparse import csr_matrix
 
 from cache.embedders import StaticEmbedder
+from cache.sparse import rows_times_table
 from cache.verifier_attention import AttentionFamily, TokenStates
 from cache.verifier_text import Parsed, jaccard, parse
 
@@ -77,7 +77,11 @@ class Prepared:
     content_seq: tuple[str, ...]  # ``alnum`` words that are content words, in order
 
 
-def canonical(text: str) -> tuple[str, ...]:
+def canonical(text: str, alnum: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """``alnum``: the text's ``_ALNUM`` words of ``text.lower()``, if already split. Without an
+    apostrophe no contraction can be expanded, so they are the words to filter."""
+    if alnum is not None and "'" not in text and "\u2019" not in text:
+        return tuple(w for w in alnum if w not in _NEUTRAL)
     lowered = text.lower().replace("\u2019", "'")
     for short, long in _CONTRACTIONS:
         lowered = lowered.replace(short, long)
@@ -118,9 +122,7 @@ class TokenSpace:
             lens = np.asarray([len(x) for x in ids], dtype=np.int64)
             flat = np.concatenate([np.asarray(x, dtype=np.int64) for x in ids])
             starts = np.concatenate([[0], np.cumsum(lens)])
-            mat = csr_matrix((np.repeat(1.0 / lens, lens).astype(np.float32), flat, starts),
-                             shape=(len(ids), len(self.table)))
-            vecs = np.asarray(mat @ self.table, dtype=np.float32)
+            vecs = rows_times_table(starts, flat, np.repeat(1.0 / lens, lens).astype(np.float32), self.table)
             vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
             idf = np.add.reduceat(self.idf[flat], starts[:-1]) / lens
             for word, vec, weight in zip(missing, vecs, idf, strict=True):
@@ -158,7 +160,7 @@ class TokenSpace:
         dim = self.table.shape[1]
         alnum = tuple(_ALNUM.findall(text.lower()))
         prepared = Prepared(
-            text=text, parsed=parsed, ids=ids, sif_vec=sif_vec, alnum=alnum, canonical=canonical(text),
+            text=text, parsed=parsed, ids=ids, sif_vec=sif_vec, alnum=alnum, canonical=canonical(text, alnum),
             content_vecs=np.stack([w[0] for w in words]) if words else np.zeros((0, dim), np.float32),
             content_idf=np.asarray([w[1] for w in words], dtype=np.float32),
             bigrams=_bigrams(alnum), content_seq=tuple(w for w in alnum if w in parsed.content),
@@ -272,7 +274,10 @@ class PairModel:
         self._proj = _Heads(arrays, "proj", proj)
         dim = int(arrays[f"proj_{proj[0]}_pw"].shape[1])
         w1 = self._proj.w1.reshape(-1, len(proj), self._proj.w1.shape[1] // len(proj))
-        self._proj_diff, self._proj_prod, self._proj_feats = w1[:dim], w1[dim:2 * dim], w1[2 * dim:]
+        # (members, dim, hidden) copies: matmul on the transposed views copied them every call.
+        self._proj_diff = np.ascontiguousarray(w1[:dim].transpose(1, 0, 2))
+        self._proj_prod = np.ascontiguousarray(w1[dim:2 * dim].transpose(1, 0, 2))
+        self._proj_feats = np.ascontiguousarray(w1[2 * dim:].reshape(len(w1) - 2 * dim, -1))
         self.proj_w: F32 = np.exp(np.stack([arrays[f"proj_{m}_logw"] for m in proj]))  # token weights
         self.proj_pw = np.stack([arrays[f"proj_{m}_pw"] for m in proj])
         self.proj_pb = np.stack([arrays[f"proj_{m}_pb"] for m in proj])
@@ -332,9 +337,8 @@ class PairModel:
         m = self._proj.n
         pu, pv = np.stack([s.proj for s in sa]), np.stack([s.proj for s in sb])
         d8, p8 = (np.abs(pu - pv) * 8.0).transpose(1, 0, 2), (pu * pv * 8.0).transpose(1, 0, 2)
-        pre = (np.matmul(d8, self._proj_diff.transpose(1, 0, 2))
-               + np.matmul(p8, self._proj_prod.transpose(1, 0, 2))
-               + np.matmul(fn, self._proj_feats.reshape(fn.shape[1], -1)).reshape(len(fn), m, -1).transpose(1, 0, 2)
+        pre = (np.matmul(d8, self._proj_diff) + np.matmul(p8, self._proj_prod)
+               + np.matmul(fn, self._proj_feats).reshape(len(fn), m, -1).transpose(1, 0, 2)
                + self._proj.b1.reshape(m, 1, -1))  # (members, pairs, hidden)
         p_proj = _mean_sigmoid(self._proj.logits(pre.transpose(1, 0, 2)))
         if self.att is None:

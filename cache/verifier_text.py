@@ -104,5 +104,7 @@ def veto(a: Parsed, b: Parsed) -> str | None:
 
 
 def jaccard(x: frozenset[str], y: frozenset[str]) -> float:
-    union = len(x | y)
-    return len(x & y) / union if union else 1.0
+    # |x | y| counted, not built: the union set was most of the cost (4 per scored pair).
+    both = len(x & y)
+    union = len(x) + len(y) - both
+    return both / union if union else 1.0
