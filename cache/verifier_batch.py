@@ -101,9 +101,10 @@ class BatchVerifier:
     def model_scores(self, pairs: list[Pair]) -> F32:
         feats = np.concatenate([np.asarray([_lexical(a, b) for a, b in pairs], dtype=np.float32),
                                 align_many(pairs)], axis=1)
+        u = np.array([a.sif_vec for a, _ in pairs], np.float32)  # np.array: np.stack's checks cost more
+        v = np.array([b.sif_vec for _, b in pairs], np.float32)
         return self.model.score_features(
-            feats, np.stack([a.sif_vec for a, _ in pairs]), np.stack([b.sif_vec for _, b in pairs]),
-            [self.model.state(a) for a, _ in pairs], [self.model.state(b) for _, b in pairs])
+            feats, u, v, [self.model.state(a) for a, _ in pairs], [self.model.state(b) for _, b in pairs])
 
 
 def _coverage_many(best: F32, idf: F32, counts: npt.NDArray[np.int64]) -> F32:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -42,3 +46,26 @@ def test_fast_token_ids_match_the_tokenizer(embedder: Embedder) -> None:
     vecs = embedder.encode(texts)
     assert np.allclose(np.linalg.norm(vecs[[0, 1, 2, 5, 6]], axis=1), 1.0, atol=1e-5)
     assert not vecs[3].any()  # no tokens: zero vector, never NaN
+
+
+DEV = Path("/work/shared/data/cache/qqp-pairs-dev.jsonl")
+
+
+@pytest.mark.skipif(not DEV.exists(), reason="QQP dev pairs not on this machine")
+def test_batch_scores_equal_unbatched_scores_on_dev_pairs(verifier: Verifier, embedder: Embedder) -> None:
+    """Held-out QQP rows, in worker-sized batches of 16: the vectorised path (sparse pooling,
+    block-masked alignment, stacked families) against ``Verifier.score`` pair by pair."""
+    assert isinstance(embedder, StaticEmbedder)
+    with DEV.open() as f:
+        rows = [json.loads(line) for line in itertools.islice(f, 30000, 30320)]
+    batch = BatchVerifier(verifier)
+    got: list[float] = []
+    for start in range(0, len(rows), 16):
+        part = rows[start:start + 16]
+        cached = batch.prepare_many([r["text_a"] for r in part], remember=True)
+        news = [r["text_b"] for r in part]
+        got.extend(batch.score_pairs(list(zip(cached, batch.prepare_many(news, embedder.token_ids(news)),
+                                              strict=True))).tolist())
+    want = [verifier.score(r["text_a"], r["text_b"]) for r in rows]
+    assert np.allclose(got, want, rtol=0, atol=2e-6), np.abs(np.subtract(got, want)).max()
+    assert 0.0 < np.mean(np.asarray(got) >= verifier.default_threshold) < 1.0
