@@ -90,7 +90,7 @@ class QuotaAdmission:
         )
         if scopes:
             try:
-                decision = await self.quota.admit(req)
+                decision = self.quota.admit_now(req) or await self.quota.admit(req)
             except (OSError, RedisError) as exc:
                 log.error("quota store unavailable: %s", exc)
                 raise QuotaUnavailable("rate limits and budgets cannot be checked right now") from exc

@@ -3,7 +3,7 @@
 Contracts:
 - A request costs no database query while its key is cached; a miss costs one query, shared
   by every request that misses on the same key at the same moment. Unknown key ids are cached
-  too (negatively), so bad keys cannot hammer the database. The cache is an LRU with a bound.
+  too (negatively), so bad keys cannot hammer the database. The cache is bounded (oldest insert evicted first).
 - Entries live ``ttl`` seconds. Revocations, rotations and limit changes evict entries at once
   in this process and, through ``bus.py`` (Redis pub/sub), in every replica; without Redis the
   TTL is the staleness bound for other processes.
@@ -76,9 +76,10 @@ class KeyCache:
 
     def fresh(self, key_id: str) -> tuple[float, Resolved | None] | None:
         """The entry if cached and not expired (no await: the request path's usual case)."""
+        # No LRU move per hit: entries expire by TTL anyway, and the bound evicts the oldest
+        # inserted (a hot key is re-inserted at its next miss).
         entry = self._entries.get(key_id)
         if entry is not None and entry[0] > self._clock():
-            self._entries.move_to_end(key_id)
             return entry
         return None
 

@@ -93,6 +93,11 @@ class Decision:
 class QuotaStore(Protocol):
     async def admit(self, req: AdmitRequest) -> Decision: ...
 
+    def admit_now(self, req: AdmitRequest) -> Decision | None:
+        """The decision if it needs no I/O (the request path's usual case in one process),
+        else None: then call ``admit``."""
+        ...
+
     def finish_soon(
         self, req: AdmitRequest, tokens: int | None, cost_nusd: int, now: float,
     ) -> list[str] | asyncio.Future[list[str]]:

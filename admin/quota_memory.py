@@ -143,21 +143,32 @@ class MemoryQuota:
             state.ledger = _Ledger(period, kind, spent)
 
     async def admit(self, req: AdmitRequest) -> Decision:
-        now = req.now
-        states = [self._state(scope.id) for scope in req.scopes]
-        for scope, state in zip(req.scopes, states, strict=True):
+        for scope in req.scopes:
+            state, lim = self._state(scope.id), scope.limits
+            if lim.budget_usd is not None and (state.ledger is None
+                                               or not state.ledger.covers(lim.budget_period, req.now)):
+                await self._open_period(scope, state, req.now)
+        decision = self.admit_now(req)
+        assert decision is not None  # every ledger is open and nothing awaited since
+        return decision
+
+    def admit_now(self, req: AdmitRequest) -> Decision | None:
+        """Check-then-commit with no await in between (atomic on the event loop); None when a
+        budget period has to be seeded from the database first."""
+        now, scopes = req.now, req.scopes
+        states = [self._state(scope.id) for scope in scopes]
+        for scope, state in zip(scopes, states, strict=True):
             lim = scope.limits
             if lim.budget_usd is not None and (state.ledger is None or not state.ledger.covers(lim.budget_period, now)):
-                await self._open_period(scope, state, now)
-        # From here to the return: no await, so check-then-commit is atomic.
-        for scope, state in zip(req.scopes, states, strict=True):
+                return None
+        for scope, state in zip(scopes, states, strict=True):
             state.purge(now, self._window)
             refusal = state.refusal(scope.limits, req, scope.id, self._window)
             if refusal is not None:
                 refusal.remaining = self._remaining(req)
                 refusal.at = now
                 return refusal
-        for scope, state in zip(req.scopes, states, strict=True):
+        for scope, state in zip(scopes, states, strict=True):
             state.commit(scope.limits, req, self._lease)
         return Decision(True, at=now)
 

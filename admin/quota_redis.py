@@ -235,6 +235,9 @@ class RedisQuota:
                         f"{req.cost_nusd} {seeds.get(scope.id, -1)} {int(period.end - req.now) + 2 * 86400}")
         return [*args, self._window]
 
+    def admit_now(self, req: AdmitRequest) -> Decision | None:
+        return None  # every decision is a script on the shared server
+
     async def admit(self, req: AdmitRequest) -> Decision:
         keys = [self._base(scope) for scope in req.scopes]
         seeds: dict[str, int] = {}

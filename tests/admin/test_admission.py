@@ -25,9 +25,9 @@ class RecordingQuota(MemoryQuota):
         super().__init__(no_spend)
         self.admitted: list[AdmitRequest] = []
 
-    async def admit(self, req: AdmitRequest) -> Decision:
+    def admit_now(self, req: AdmitRequest) -> Decision | None:
         self.admitted.append(req)
-        return await super().admit(req)
+        return super().admit_now(req)
 
 
 def principal(key_limits: Limits, tenant_limits: Limits) -> Principal:

@@ -186,3 +186,18 @@ async def test_rate_limit_is_global_across_processes(redis_prefix: str, redis_cl
             j += 1
         assert j - i <= limit
     assert len(times) >= limit * 3  # about duration / window full windows were used
+
+
+async def test_memory_admit_now_decides_without_io_once_the_period_is_seeded() -> None:
+    loads: list[float] = []
+
+    async def loader(scope: Scope, since: float) -> int:
+        loads.append(since)
+        return 0
+
+    q = MemoryQuota(loader)
+    s = Scope("t:a", Limits(rpm=1, budget_usd=1.0))
+    assert q.admit_now(req(1, s)) is None and loads == []  # the ledger needs the database first
+    assert (await q.admit(req(1, s))).ok and len(loads) == 1
+    refused = q.admit_now(req(2, s))
+    assert refused is not None and refused.reason == "rpm" and len(loads) == 1
