@@ -1,8 +1,8 @@
 """Usage events: a bounded queue drained in batches, off the request path.
 
 Contracts:
-- ``record`` never blocks and never drops: when the queue is full the event is appended to the
-  spill file instead.
+- ``record`` never blocks and never drops: when the queue is full, the whole queue is handed
+  to the flush task, which appends it to the spill file in one write, in a thread.
 - A background task writes batches of up to ``batch`` events at least every ``interval``
   seconds. A failed write is retried with exponential backoff (``retries`` times), then the
   batch is spilled to ``<spill_dir>/usage-<pid>-<n>.jsonl``.
@@ -12,7 +12,8 @@ Contracts:
 - ``stop`` (graceful shutdown) writes everything queued; what the store refuses is spilled.
   Events recorded after ``stop`` go straight to the spill file.
 - Loss bound on ``kill -9``: only events still in memory, i.e. recorded during the last
-  ``interval`` seconds plus the batch being written (never more than ``capacity``).
+  ``interval`` seconds plus the batch being written, and a full queue not yet spilled (never
+  more than twice ``capacity``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class UsageRecorder:
         # A plain list, not asyncio.Queue: record() runs once per request and must stay a few
         # hundred nanoseconds; only the flush task waits, on _full or the interval.
         self._queue: list[UsageEvent] = []
+        self._overflow: list[list[UsageEvent]] = []  # full queues waiting to be spilled
         self._task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Future[None] | None = None
         self._full = asyncio.Event()
@@ -58,10 +60,16 @@ class UsageRecorder:
         self.spilled = 0
 
     def record(self, event: UsageEvent) -> None:
-        queue = self._queue
-        if self._stopped or len(queue) >= self._capacity:
+        if self._stopped:
             self._spill([event])
             return
+        queue = self._queue
+        if len(queue) >= self._capacity:
+            # The store cannot keep up: hand the whole queue to the flush task, which spills it
+            # in one write off the event loop (never a file write per request here).
+            self._overflow.append(queue)
+            self._queue = queue = []
+            self._full.set()
         queue.append(event)
         if len(queue) >= self._batch:
             self._full.set()
@@ -81,6 +89,7 @@ class UsageRecorder:
                 await self._task
         if self._inflight is not None:
             await self._inflight
+        await self._spill_overflow()
         while self._queue:
             await self._write(self._take(self._batch))
 
@@ -94,8 +103,14 @@ class UsageRecorder:
             batch, self._queue = self._queue[:limit], self._queue[limit:]
         return batch
 
+    async def _spill_overflow(self) -> None:
+        while self._overflow:
+            await asyncio.to_thread(self._spill, self._overflow[0])
+            self._overflow.pop(0)  # dropped only once on disk: stop() spills what is left
+
     async def _run(self) -> None:
         while True:
+            await self._spill_overflow()
             if len(self._queue) < self._batch:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), self._interval)
@@ -122,10 +137,11 @@ class UsageRecorder:
                 if attempt < self._retries:
                     await asyncio.sleep(delay)
                     delay *= 2
-        self._spill(batch)
+        await asyncio.to_thread(self._spill, batch)
 
     def _spill(self, events: Sequence[UsageEvent]) -> None:
-        """Append events to this process's spill file (rare path: a small synchronous write)."""
+        """Append events to this process's spill file, with fsync (the flush task calls it in
+        a thread; only events recorded after stop() are spilled on the caller's thread)."""
         self._dir.mkdir(parents=True, exist_ok=True)
         with self._spill_path.open("ab") as f:
             f.write(b"".join(orjson.dumps(e.to_json()) + b"\n" for e in events))

@@ -66,14 +66,22 @@ async def test_store_down_spills_then_replays_after_restart(tmp_path: Path, stor
 
 
 async def test_full_queue_spills_instead_of_dropping(tmp_path: Path) -> None:
+    """A full queue goes to the spill file in one write by the flush task, never a file write
+    inside record() (which runs on the request path)."""
     sink = FlakySink()
     rec = UsageRecorder(sink, tmp_path, batch=100, interval=10, capacity=3)
+    await rec.start()
     for i in range(5):
         rec.record(ev(i))
-    assert rec.pending() == 3 and rec.spilled == 2
+    assert rec.pending() == 2 and rec.spilled == 0  # e0-e2 handed over, e3-e4 queued
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if rec.spilled:
+            break
+    assert rec.spilled == 3
     await rec.stop()
     replayed = FlakySink()
-    assert await UsageRecorder(replayed, tmp_path).replay() == 2
+    assert await UsageRecorder(replayed, tmp_path).replay() == 3
     assert sorted(sink.batches[0] + replayed.batches[0]) == [f"e{i}" for i in range(5)]
 
 
