@@ -7,6 +7,7 @@ Contracts: the secret of a key never reaches this module except to be hashed by 
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Sequence
@@ -42,10 +43,26 @@ def _key(row: Row, prefix: str = "") -> ApiKey:
     )
 
 
+ROWS_PER_INSERT = 1000  # 14,000 parameters: under SQLite's 32,766 and PostgreSQL's 32,767
+_USAGE_COLUMNS = len(UsageEvent._fields)
 _DAY_SQL = {
-    "sqlite": "strftime('%Y-%m-%d', $2, 'unixepoch')",
-    "postgresql": "to_char(to_timestamp($2) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+    "sqlite": "strftime('%Y-%m-%d', {ts}, 'unixepoch')",
+    "postgresql": "to_char(to_timestamp({ts}) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
 }
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_usage_sql(dialect: str, rows: int) -> str:
+    """INSERT of ``rows`` events. Each event's fields are parameters in field order, and the UTC
+    day is derived by the database from the event's ts, so no per-row work happens here."""
+    day = _DAY_SQL[dialect]
+    values = []
+    for r in range(rows):
+        n = [f"${r * _USAGE_COLUMNS + k + 1}" for k in range(_USAGE_COLUMNS)]
+        values.append(f"({n[0]}, {n[1]}, {day.format(ts=n[1])}, {', '.join(n[2:])})")
+    return ("INSERT INTO usage_events (id, ts, day, request_id, tenant_id, key_id, model, deployment, "
+            "prompt_tokens, completion_tokens, cost_nusd, status, latency_ms, cached, stream) VALUES "
+            + ", ".join(values) + " ON CONFLICT (id) DO NOTHING")
 
 
 def day_of(ts: float) -> str:
@@ -170,16 +187,14 @@ class Store:
 
     # -- usage ---------------------------------------------------------------------------
     async def insert_usage(self, events: Sequence[UsageEvent]) -> None:
-        # The events go in as they are (their field order is the parameter order); the UTC day
-        # is derived by the database from ts, in its own thread or server, not per row here.
-        day = _DAY_SQL[self.db.dialect]
-        await self.db.executemany(
-            "INSERT INTO usage_events (id, ts, day, request_id, tenant_id, key_id, model, deployment, "
-            "prompt_tokens, completion_tokens, cost_nusd, status, latency_ms, cached, stream) "
-            f"VALUES ($1, $2, {day}, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
-            "ON CONFLICT (id) DO NOTHING",
-            events,
-        )
+        """One multi-row INSERT per chunk, not one statement per row: SQLite's driver takes and
+        drops the GIL around every row it steps, which under load made the writer thread and
+        the event loop hand the GIL back and forth a thousand times per batch."""
+        async with self.db.transaction() as tx:
+            for i in range(0, len(events), ROWS_PER_INSERT):
+                chunk = events[i:i + ROWS_PER_INSERT]
+                await tx.execute(_insert_usage_sql(self.db.dialect, len(chunk)),
+                                 *[value for event in chunk for value in event])
 
     async def spent_since(self, scope: str, scope_id: str, since: float) -> int:
         """Settled nano-USD of a tenant (scope 'tenant') or key (scope 'key') since ``since``."""

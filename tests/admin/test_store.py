@@ -67,6 +67,16 @@ async def test_usage_insert_is_idempotent_and_queryable(store: Store) -> None:
     assert await store.spent_since("key", "k1", 0) == 12
 
 
+async def test_batches_larger_than_one_insert_are_written_whole_and_once(store: Store) -> None:
+    from admin.store import ROWS_PER_INSERT
+
+    events = [event(i, cost=1) for i in range(2 * ROWS_PER_INSERT + 7)]
+    await store.insert_usage(events)
+    await store.insert_usage(events[-10:])  # replayed tail: counted once
+    rows = await store.usage(filters={}, day_from=None, day_to=None, group_by=[])
+    assert (rows[0]["requests"], rows[0]["cost_nusd"]) == (len(events), len(events))
+
+
 async def test_the_database_derives_the_same_utc_day_as_day_of(store: Store) -> None:
     midnight = 1_750_032_000.0  # 2025-06-16 00:00:00 UTC
     stamps = (midnight - 0.25, midnight, midnight + 86399.75)
