@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,8 @@ from typing import Any
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.procs import ROOT, cpu_split, free_port, pinned, wait_http
+
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 _HIT_LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -63,31 +63,7 @@ cache:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
-
-def _pinned(cmd: list[str], cpus: list[int]) -> list[str]:
-    return ["taskset", "-c", ",".join(map(str, cpus)), *cmd] if shutil.which("taskset") else cmd
-
-
-async def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30.0
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{url}: process exited with {proc.returncode}")
-            try:
-                async with http.get(url, timeout=aiohttp.ClientTimeout(total=1)) as resp:
-                    if resp.status < 500:
-                        return
-            except (TimeoutError, OSError, aiohttp.ClientError):
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"{url}: not ready after 30 s")
 
 
 async def _cache_state(url: str) -> str | None:
@@ -106,7 +82,7 @@ def _wrk(url: str, lua: str, seconds: int, connections: int, cpus: list[int]) ->
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
         file.write(lua)
     try:
-        cmd = _pinned([WRK, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", file.name, url], cpus)
+        cmd = pinned([WRK, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", file.name, url], cpus)
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
     finally:
         os.unlink(file.name)
@@ -123,13 +99,12 @@ def _match(pattern: str, text: str) -> str | None:
 
 
 def _start(cmd: list[str], cpus: list[int]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(_pinned(cmd, cpus), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(pinned(cmd, cpus), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def run(seconds: int, connections: int) -> dict[str, Any]:
-    cpus = sorted(os.sched_getaffinity(0))
-    gateway_cpus, other_cpus = (cpus[-1:], cpus[:-1]) if len(cpus) > 1 else (cpus, cpus)
-    upstream, port = _free_port(), _free_port()
+    gateway_cpus, other_cpus = cpu_split()
+    upstream, port = free_port(), free_port()
     turnout = [sys.executable, "-m", "gateway.cli"]
     mock = _start([*turnout, "mock-backend", "--port", str(upstream), "--first-token-ms", "0",
                    "--tokens-per-s", "0", "--output-tokens", "16"], other_cpus)
@@ -137,8 +112,8 @@ def run(seconds: int, connections: int) -> dict[str, Any]:
         cfg.write(_CONFIG.format(port=port, upstream=upstream))
     gateway = _start([*turnout, "serve", "--config", cfg.name], gateway_cpus)
     try:
-        asyncio.run(_wait_ready(f"http://127.0.0.1:{upstream}/v1/models", mock))
-        asyncio.run(_wait_ready(f"http://127.0.0.1:{port}/health", gateway))
+        wait_http(f"http://127.0.0.1:{upstream}/v1/models", mock, timeout=30)
+        wait_http(f"http://127.0.0.1:{port}/health", gateway, timeout=30)
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         state = asyncio.run(_cache_state(url))
         if state != "hit-exact":
