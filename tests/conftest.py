@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import threading
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -29,6 +32,21 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def wait_http_blocking(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """``wait_http`` for code with no event loop running (tests driving OS processes); fails
+    early if ``proc`` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            threading.Event().wait(0.05)  # blocking by design: nothing else runs meanwhile
+    raise TimeoutError(url)
 
 
 async def wait_http(url: str, within: float = 30.0) -> None:

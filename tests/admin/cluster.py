@@ -11,9 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,6 +19,7 @@ from pathlib import Path
 import redis
 
 from tests.admin.conftest import PG_URL, REDIS_URL, drop_schema, unique
+from tests.conftest import wait_http_blocking
 
 ADMIN_KEY = "cluster-admin-key"
 TURNOUT = [sys.executable, "-c", "import sys; from gateway.cli import main; sys.exit(main())"]
@@ -51,19 +49,6 @@ def free_port() -> int:
         return port
 
 
-def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            threading.Event().wait(0.05)  # blocking by design: nothing else runs meanwhile
-    raise TimeoutError(url)
-
-
 @dataclass
 class Cluster:
     tmp: Path
@@ -84,7 +69,7 @@ class Cluster:
             [*TURNOUT, "mock-backend", "--port", str(self.mock_port), "--model", "mock-small",
              "--output-tokens", "10", "--first-token-ms", "20"],
         )
-        wait_http(f"http://127.0.0.1:{self.mock_port}/v1/models", proc=self.mock)
+        wait_http_blocking(f"http://127.0.0.1:{self.mock_port}/v1/models", proc=self.mock)
         self.config_path.write_text(CONFIG.format(
             mock_port=self.mock_port, redis=REDIS_URL, pg=PG_URL, schema=self.schema,
             admin_key=ADMIN_KEY, prefix=self.prefix, flush=self.flush, spill=self.tmp / "spill",
@@ -96,7 +81,7 @@ class Cluster:
         proc = subprocess.Popen(
             [*TURNOUT, "serve", "--config", str(self.config_path), "--port", str(port)], env=env,
         )
-        wait_http(f"http://127.0.0.1:{port}/health", proc=proc)
+        wait_http_blocking(f"http://127.0.0.1:{port}/health", proc=proc)
         self.gateways[port] = proc
         return port
 

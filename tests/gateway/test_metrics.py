@@ -34,7 +34,7 @@ from gateway.keys import AUTHENTICATOR
 from gateway.metrics import Observation, Recorder
 from gateway.middleware import make_auth
 from gateway.tracing import parse_traceparent
-from tests.conftest import GatewayFactory, free_port, openai_yaml
+from tests.conftest import GatewayFactory, free_port, openai_yaml, wait_http_blocking
 
 
 def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -239,7 +239,7 @@ def test_two_workers_share_one_metrics_view(tmp_path: Path) -> None:
                             env={**os.environ, "TMPDIR": str(tmp_path)})
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base)
+        wait_http_blocking(f"{base}/health", timeout=30)
         body = orjson.dumps({"model": "mock-small", "messages": [{"role": "user", "content": "hi"}]})
         for _ in range(12):  # new connection each: SO_REUSEPORT spreads them over both workers
             req = urllib.request.Request(f"{base}/v1/chat/completions", data=body,
@@ -257,13 +257,3 @@ def test_two_workers_share_one_metrics_view(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     assert not list(tmp_path.glob("turnout-metrics-*"))
-
-
-def _wait_ready(base: str) -> None:
-    for _ in range(100):
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=1):
-                return
-        except OSError:
-            threading.Event().wait(0.1)
-    raise AssertionError("gateway did not start")
