@@ -150,8 +150,7 @@ class AdmissionTicket:
             self._finish(None, 0)
 
     def _finish(self, tokens: int | None, cost: int) -> None:
-        owner = self._owner
-        done = owner.quota.finish_soon(self.req, tokens, cost, owner._clock())
+        done = self._owner.quota.finish_soon(self.req, tokens, cost)
         if isinstance(done, list):
             _alert(done)
         else:

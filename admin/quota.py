@@ -27,6 +27,9 @@ from admin.models import Limits
 
 WINDOW_S = 60.0
 SpentLoader = Callable[["Scope", float], Awaitable[int]]
+# What finishing a ticket gives back: the scopes that crossed their soft alert, at once (no I/O
+# needed) or later (a Redis script).
+Finished = list[str] | asyncio.Future[list[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,18 +101,14 @@ class QuotaStore(Protocol):
         else None: then call ``admit``."""
         ...
 
-    def finish_soon(
-        self, req: AdmitRequest, tokens: int | None, cost_nusd: int, now: float,
-    ) -> list[str] | asyncio.Future[list[str]]:
+    def finish_soon(self, req: AdmitRequest, tokens: int | None, cost_nusd: int) -> Finished:
         """Start settling (tokens given) or releasing (tokens None) without blocking the caller.
         The result is the ids of scopes whose spend crossed their soft-alert threshold with this
         settle: a list when the store needed no I/O (memory), else a future of it (Redis)."""
         ...
 
-    async def finish(
-        self, req: AdmitRequest, tokens: int | None, cost_nusd: int, now: float,
-    ) -> list[str]:
-        """``finish_soon`` awaited."""
+    async def finish(self, req: AdmitRequest, tokens: int | None, cost_nusd: int) -> list[str]:
+        """``finish_soon`` awaited. Periods and leases are those of the admission (``req.now``)."""
         ...
 
     async def drain(self) -> None:

@@ -9,12 +9,11 @@ budget period directly (a new period is seeded from the database on first use, t
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 
 from admin.models import Limits
-from admin.quota import WINDOW_S, AdmitRequest, Decision, Period, Scope, SpentLoader, period_of
+from admin.quota import WINDOW_S, AdmitRequest, Decision, Finished, Period, Scope, SpentLoader, period_of
 
 
 @dataclass(slots=True)
@@ -50,6 +49,10 @@ class _State:
         self.tpm_total = 0
         self.running: dict[str, float] = {}  # rid -> lease end; insertion order is lease order
         self.ledger: _Ledger | None = None
+
+    def needs_ledger(self, lim: Limits, now: float) -> bool:
+        """A budget applies but this process has not seeded the ledger of now's period yet."""
+        return lim.budget_usd is not None and (self.ledger is None or not self.ledger.covers(lim.budget_period, now))
 
     def purge(self, now: float, window: float) -> None:
         cutoff = now - window
@@ -139,14 +142,13 @@ class MemoryQuota:
         kind = scope.limits.budget_period
         period = period_of(kind, now)
         spent = await self._load(scope, period.start)
-        if state.ledger is None or not state.ledger.covers(kind, now):  # not seeded meanwhile
+        if state.needs_ledger(scope.limits, now):  # not seeded by another admission meanwhile
             state.ledger = _Ledger(period, kind, spent)
 
     async def admit(self, req: AdmitRequest) -> Decision:
         for scope in req.scopes:
-            state, lim = self._state(scope.id), scope.limits
-            if lim.budget_usd is not None and (state.ledger is None
-                                               or not state.ledger.covers(lim.budget_period, req.now)):
+            state = self._state(scope.id)
+            if state.needs_ledger(scope.limits, req.now):
                 await self._open_period(scope, state, req.now)
         decision = self.admit_now(req)
         assert decision is not None  # every ledger is open and nothing awaited since
@@ -157,10 +159,8 @@ class MemoryQuota:
         budget period has to be seeded from the database first."""
         now, scopes = req.now, req.scopes
         states = [self._state(scope.id) for scope in scopes]
-        for scope, state in zip(scopes, states, strict=True):
-            lim = scope.limits
-            if lim.budget_usd is not None and (state.ledger is None or not state.ledger.covers(lim.budget_period, now)):
-                return None
+        if any(state.needs_ledger(scope.limits, now) for scope, state in zip(scopes, states, strict=True)):
+            return None
         for scope, state in zip(scopes, states, strict=True):
             state.purge(now, self._window)
             refusal = state.refusal(scope.limits, req, scope.id, self._window)
@@ -182,7 +182,7 @@ class MemoryQuota:
             ))
         return out
 
-    def finish_now(self, req: AdmitRequest, tokens: int | None, cost_nusd: int, now: float) -> list[str]:
+    def finish_now(self, req: AdmitRequest, tokens: int | None, cost_nusd: int) -> list[str]:
         crossed: list[str] = []
         for scope in req.scopes:
             state = self._scopes.get(scope.id)
@@ -190,13 +190,11 @@ class MemoryQuota:
                 crossed.append(scope.id)
         return crossed
 
-    def finish_soon(
-        self, req: AdmitRequest, tokens: int | None, cost_nusd: int, now: float,
-    ) -> list[str] | asyncio.Future[list[str]]:
-        return self.finish_now(req, tokens, cost_nusd, now)
+    def finish_soon(self, req: AdmitRequest, tokens: int | None, cost_nusd: int) -> Finished:
+        return self.finish_now(req, tokens, cost_nusd)
 
-    async def finish(self, req: AdmitRequest, tokens: int | None, cost_nusd: int, now: float) -> list[str]:
-        return self.finish_now(req, tokens, cost_nusd, now)
+    async def finish(self, req: AdmitRequest, tokens: int | None, cost_nusd: int) -> list[str]:
+        return self.finish_now(req, tokens, cost_nusd)
 
     async def drain(self) -> None:
         return None

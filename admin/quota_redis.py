@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from admin.quota import WINDOW_S, AdmitRequest, Decision, Scope, SpentLoader, period_of
+from admin.quota import WINDOW_S, AdmitRequest, Decision, Finished, Scope, SpentLoader, period_of
 from admin.redis_batch import ScriptBatcher
 
 # Per scope the scripts derive, from one key-name base: <base>rpm (zset rid -> time),
@@ -259,17 +259,13 @@ class RedisQuota:
             wait = period_of(scope.limits.budget_period, req.now).end - req.now
         return Decision(False, reason, scope.id, wait, remaining, at)
 
-    async def finish(
-        self, req: AdmitRequest, tokens: int | None, cost_nusd: int, now: float,
-    ) -> list[str]:
+    async def finish(self, req: AdmitRequest, tokens: int | None, cost_nusd: int) -> list[str]:
         return await self._finish(req, tokens, cost_nusd)
 
     async def drain(self) -> None:
         await self._batcher.drain()
 
-    def finish_soon(
-        self, req: AdmitRequest, tokens: int | None, cost_nusd: int, now: float,
-    ) -> list[str] | asyncio.Future[list[str]]:
+    def finish_soon(self, req: AdmitRequest, tokens: int | None, cost_nusd: int) -> Finished:
         return self._finish(req, tokens, cost_nusd)
 
     def _finish(self, req: AdmitRequest, tokens: int | None, cost_nusd: int) -> asyncio.Future[list[str]]:

@@ -31,8 +31,7 @@ class TokenCounter:
         self._memo_chars = memo_chars
         self._held: dict[str, int] = {}
 
-    def _encoding(self, model: str) -> tiktoken.Encoding:
-        name = "o200k_base" if model.startswith(_O200K_PREFIXES) else "cl100k_base"
+    def _encoding(self, name: str) -> tiktoken.Encoding:
         enc = self._encodings.get(name)
         if enc is None:
             enc = self._encodings[name] = tiktoken.get_encoding(name)
@@ -41,14 +40,14 @@ class TokenCounter:
     def count_text(self, text: str, model: str = "") -> int:
         if not text:
             return 0
-        name = "o200k_base" if model.startswith(_O200K_PREFIXES) else "cl100k_base"
+        name = _encoding_name(model)
         memo = self._memo.get(name)
         if memo is None:
             memo = self._memo[name] = {}
             self._held[name] = 0
         count = memo.get(text)
         if count is None:
-            count = memo[text] = len(self._encoding(model).encode(text, disallowed_special=()))
+            count = memo[text] = len(self._encoding(name).encode(text, disallowed_special=()))
             self._hold(name, memo, len(text))
         return count
 
@@ -82,6 +81,10 @@ class TokenCounter:
             return sum(self.count_text(p, model) if isinstance(p, str) else
                        (len(p) if isinstance(p, list) else 1) for p in prompt)
         return 0
+
+
+def _encoding_name(model: str) -> str:
+    return "o200k_base" if model.startswith(_O200K_PREFIXES) else "cl100k_base"
 
 
 def _content_text(content: Any) -> str:

@@ -62,11 +62,11 @@ async def test_tpm_counts_estimate_then_real_usage(make_quota: MakeQuota) -> Non
     first = req(1, s, tokens=60)
     assert (await q.admit(first)).ok
     assert (await q.admit(req(2, s, tokens=50))).reason == "tpm"
-    await q.finish(first, 20, 0, T0)  # settled at 20 real tokens
+    await q.finish(first, 20, 0)  # settled at 20 real tokens
     second = req(3, s, tokens=50)
     assert (await q.admit(second)).ok
     assert (await q.admit(req(5, s, tokens=31))).remaining == [(None, 30)]
-    await q.finish(second, None, 0, T0)  # released: counts nothing
+    await q.finish(second, None, 0)  # released: counts nothing
     assert (await q.admit(req(4, s, tokens=80))).ok
 
 
@@ -77,7 +77,7 @@ async def test_concurrency_slots_and_leases(make_quota: MakeQuota) -> None:
     assert (await q.admit(a)).ok and (await q.admit(b)).ok
     refused = await q.admit(req(3, s))
     assert refused.reason == "concurrency"
-    await q.finish(a, 1, 0, T0)
+    await q.finish(a, 1, 0)
     assert (await q.admit(req(4, s))).ok
     # a crashed holder's lease runs out
     assert (await q.admit(req(5, s, now=T0 + 6))).ok
@@ -91,10 +91,10 @@ async def test_budget_reserve_settle_release_and_alert(make_quota: MakeQuota) ->
         assert (await q.admit(r)).ok
     refused = await q.admit(req(9, s, cost=NANO * 3 // 10))
     assert refused.reason == "budget" and refused.retry_after > 0
-    assert await q.finish(held[0], 10, NANO // 10, T0) == []  # spent 0.1
+    assert await q.finish(held[0], 10, NANO // 10) == []  # spent 0.1
     assert (await q.admit(req(10, s, cost=NANO * 3 // 10))).ok  # 0.1 + 0.9 reserved = 1.0
-    await q.finish(held[1], None, 0, T0)  # release frees 0.3
-    assert await q.finish(held[2], 10, NANO // 2, T0) == ["t:acme"]  # 0.6 spent: crosses 0.5
+    await q.finish(held[1], None, 0)  # release frees 0.3
+    assert await q.finish(held[2], 10, NANO // 2) == ["t:acme"]  # 0.6 spent: crosses 0.5
     assert await q.budget_state(s, T0) == (NANO * 6 // 10, NANO * 3 // 10)
 
 
@@ -144,7 +144,7 @@ async def _budget_race(quotas: list[QuotaStore], concurrency: int) -> None:
                 return
             await asyncio.sleep(random.random() * 0.01)
             cost = random.randint(reserve // 4, reserve)
-            await q.finish(r, 10, cost, time.time())
+            await q.finish(r, 10, cost)
             settled.append(cost)
 
     await asyncio.gather(*(one(i) for i in range(concurrency)))
