@@ -35,6 +35,7 @@ import numpy.typing as npt
 import torch
 
 from cache.embedders import StaticEmbedder
+from cache.verifier_fit import fit_bce
 from cache.verifier_model import MODEL_FILE, SIF_A, PairModel, TokenSpace, combine, logit, pair_features
 from cache.verifier_text import veto
 from cache.verifier_train_attention import train_attention
@@ -68,16 +69,8 @@ def train_mlp(x: F32, y: F32, seed: int, epochs: int = 30) -> torch.nn.Sequentia
     head = _head(x.shape[1], 128, 0.3, 0.15)
     opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=1e-2)
     xt, yt = torch.tensor(x), torch.tensor(y)
-    for _ in range(epochs):
-        head.train()
-        perm = torch.randperm(len(xt))
-        for i in range(0, len(xt), 256):
-            b = perm[i:i + 256]
-            opt.zero_grad()
-            torch.autograd.backward(
-                torch.nn.functional.binary_cross_entropy_with_logits(head(xt[b]).squeeze(1), yt[b]))
-            opt.step()
-    head.eval()
+    fit_bce(head, opt, lambda b: head(xt[b]).squeeze(1), yt, epochs=epochs, batch=256,
+            order=lambda: torch.randperm(len(xt)))
     return head
 
 
@@ -112,16 +105,8 @@ def train_proj(space: TokenSpace, ia: list[Any], ib: list[Any], feats: F32, y: F
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-2)
     ft, yt = torch.tensor(feats), torch.tensor(y)
     rng = np.random.RandomState(seed)
-    for _ in range(epochs):
-        net.train()
-        perm = rng.permutation(len(y))
-        for i in range(0, len(perm), 128):
-            b = perm[i:i + 128]
-            opt.zero_grad()
-            logits = net([ia[k] for k in b], [ib[k] for k in b], ft[b])
-            torch.autograd.backward(torch.nn.functional.binary_cross_entropy_with_logits(logits, yt[b]))
-            opt.step()
-    net.eval()
+    fit_bce(net, opt, lambda b: net([ia[k] for k in b], [ib[k] for k in b], ft[b]), yt, epochs=epochs,
+            batch=128, order=lambda: rng.permutation(len(y)))
     return net
 
 

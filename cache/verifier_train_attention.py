@@ -14,6 +14,7 @@ import numpy.typing as npt
 import torch
 
 from cache.verifier_attention import ATT_TOKENS
+from cache.verifier_fit import fit_bce
 
 F32 = npt.NDArray[np.float32]
 Ids = list[npt.NDArray[np.int64]]
@@ -68,16 +69,8 @@ def train_attention(table: F32, sif: F32, ia: Ids, ib: Ids, feats: F32, y: F32, 
     net = AttentionNet(table, sif, feats.shape[1])
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
     ft, yt = torch.tensor(feats), torch.tensor(y)
-    for _ in range(epochs):
-        net.train()
-        order = rng.permutation(len(y))
-        for start in range(0, len(y), 64):
-            rows = order[start:start + 64]
-            opt.zero_grad()
-            logits = net([ia[k] for k in rows], [ib[k] for k in rows], ft[rows])
-            torch.autograd.backward(torch.nn.functional.binary_cross_entropy_with_logits(logits, yt[rows]))
-            opt.step()
-    net.eval()
+    fit_bce(net, opt, lambda rows: net([ia[k] for k in rows], [ib[k] for k in rows], ft[rows]), yt,
+            epochs=epochs, batch=64, order=lambda: rng.permutation(len(y)))
     return export(net)
 
 
