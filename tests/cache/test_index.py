@@ -58,3 +58,22 @@ def test_search_many_groups_rows_by_scope_and_equals_one_by_one(embedder: Embedd
         [[(e.key, round(s, 5)) for e, s in row] for row in alone]
     assert together[4] == [] and all(e.key != "k4" for row in together for e, _ in row)
     assert together[0][0][0].key == "k0" and {e.scope for e, _ in together[1]} == {"b"}
+
+
+def test_search_many_with_one_row_per_scope_equals_the_faiss_wrapper(embedder: Embedder) -> None:
+    """The row-view fast path (distinct scopes) calls ``search_c`` directly: same results,
+    bit for bit, as faiss's own Python ``search`` on each scope."""
+    index = SemanticIndex(embedder.dim, max_entries=20)
+    texts = ["how to cook rice", "how to boil eggs", "learn python fast", "learn java fast", "fix a bike"]
+    for i, vec in enumerate(embedder.encode(texts)):
+        index.add(f"k{i}", f"s{i % 3}", texts[i], vec, expires_at=1e12)
+    queries = embedder.encode(["cooking rice", "python quickly", "repair my bike", "nothing"])
+    scopes = ["s0", "s1", "s2", "missing"]
+    got = index.search_many(scopes, queries, k=4)
+    for row, scope, query in zip(got, scopes, queries, strict=True):
+        faiss_index = index._scopes.get(scope)
+        if faiss_index is None:
+            assert row == []
+            continue
+        sims, fids = faiss_index.search(query[None, :], faiss_index.ntotal)
+        assert [(e.fid, s) for e, s in row] == list(zip(fids[0].tolist(), sims[0].tolist(), strict=True))
