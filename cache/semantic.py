@@ -103,7 +103,7 @@ class SemanticCache:
             cur = best[i]
             if cur is None or score > cur.score:
                 best[i] = Candidate(entry, sim, float(score))
-        return [(cand, np.ascontiguousarray(vecs[i])) for i, cand in enumerate(best)]
+        return list(zip(best, vecs, strict=True))  # rows of a C-contiguous array: contiguous views
 
     def _scores(self, texts: list[str], ids: list[list[int]] | None,
                 pairs: list[tuple[int, Entry, float]]) -> list[float]:
@@ -120,7 +120,7 @@ class SemanticCache:
                                            parsed=[parsed[i] for i in asked])
         by_row = dict(zip(asked, queries, strict=True))
         scores = [0.0] * len(pairs)
-        scored = self._batch.score_pairs([(cached[k], by_row[pairs[k][0]]) for k in live])
+        scored = self._batch.score_pairs([(cached[k], by_row[pairs[k][0]]) for k in live], vetted=True)
         for k, score in zip(live, scored, strict=True):
             scores[k] = float(score)
         return scores

@@ -82,13 +82,14 @@ class BatchVerifier:
         for k, p in enumerate(todo):
             model.keep_state(p.text, TextState(np.ascontiguousarray(proj[:, k, :]), att[k]), remember)
 
-    def score_pairs(self, pairs: list[Pair]) -> F32:
+    def score_pairs(self, pairs: list[Pair], vetted: bool = False) -> F32:
         """Verifier score of each (cached, new) pair: vetoes 0, canonical equality 1, else the
-        stacked model."""
+        stacked model. ``vetted``: the caller already dropped every vetoed pair (the worker
+        step vetoes on parses before preparing the new texts), so no veto is checked again."""
         out = np.zeros(len(pairs), dtype=np.float32)
         todo = []
         for k, (a, b) in enumerate(pairs):
-            if veto(a.parsed, b.parsed) is not None:
+            if not vetted and veto(a.parsed, b.parsed) is not None:
                 continue
             if a.canonical and a.canonical == b.canonical:
                 out[k] = 1.0
@@ -130,20 +131,22 @@ def _coverage_many(best: F32, idf: F32, counts: npt.NDArray[np.int64]) -> F32:
 
 def align_many(pairs: list[Pair]) -> F32:
     """(pairs, 10): the alignment features of ``pair_features`` (min/max of the two sides), from
-    one matmul of all pairs' content words masked to each pair's own block."""
+    one matmul of all pairs' content words masked to each pair's own block. Both sides'
+    coverage comes from one ``_coverage_many`` call (its per-run sums keep their order, so
+    the numbers are those of one call per side)."""
     n = len(pairs)
-    na = np.asarray([len(a.content_vecs) for a, _ in pairs], dtype=np.int64)
-    nb = np.asarray([len(b.content_vecs) for _, b in pairs], dtype=np.int64)
-    owner_a, owner_b = np.repeat(np.arange(n), na), np.repeat(np.arange(n), nb)
-    dim = pairs[0][0].content_vecs.shape[1]
-    va = np.concatenate([a.content_vecs for a, _ in pairs]) if na.sum() else np.zeros((0, dim), np.float32)
-    vb = np.concatenate([b.content_vecs for _, b in pairs]) if nb.sum() else np.zeros((0, dim), np.float32)
-    ia = np.concatenate([a.content_idf for a, _ in pairs])
-    ib = np.concatenate([b.content_idf for _, b in pairs])
-    sims = np.where(owner_a[:, None] == owner_b[None, :], va @ vb.T, -np.inf).astype(np.float32)
+    sides = [a for a, _ in pairs] + [b for _, b in pairs]
+    counts = np.asarray([len(p.content_idf) for p in sides], dtype=np.int64)
+    na, nb = counts[:n], counts[n:]
+    split = int(na.sum())
+    vecs = np.concatenate([p.content_vecs for p in sides])
+    owner = np.repeat(np.arange(2 * n) % n, counts)
+    sims = vecs[:split] @ vecs[split:].T
+    np.copyto(sims, np.float32(-np.inf), where=owner[:split, None] != owner[None, split:])
+    best = np.concatenate([sims.max(axis=1, initial=-np.inf), sims.max(axis=0, initial=-np.inf)])
     with np.errstate(invalid="ignore"):
-        fa = _coverage_many(sims.max(axis=1, initial=-np.inf), ia, na)
-        fb = _coverage_many(sims.max(axis=0, initial=-np.inf), ib, nb)
+        cover = _coverage_many(best, np.concatenate([p.content_idf for p in sides]), counts)
+    fa, fb = cover[:n], cover[n:]
     empty = np.asarray([0.0, 0.0, 1.0, 1.0], dtype=np.float32)
     full = np.asarray([1.0, 1.0, 0.0, 0.0, 0.0], dtype=np.float32)
     for k in np.flatnonzero((na == 0) | (nb == 0)):

@@ -73,7 +73,7 @@ class Prepared:
     canonical: tuple[str, ...]  # contractions expanded, neutral words dropped
     content_vecs: F32  # (n content words, dim), unit rows, sorted content words
     content_idf: F32
-    bigrams: frozenset[str]  # of ``alnum``
+    bigrams: frozenset[tuple[str, str]]  # of ``alnum``
     content_seq: tuple[str, ...]  # ``alnum`` words that are content words, in order
 
 
@@ -193,8 +193,10 @@ def _align(a: Prepared, b: Prepared) -> tuple[list[float], list[float]]:
     return _coverage(sims.max(axis=1), a.content_idf), _coverage(sims.max(axis=0), b.content_idf)
 
 
-def _bigrams(words: tuple[str, ...]) -> frozenset[str]:
-    return frozenset(f"{x} {y}" for x, y in zip(words, words[1:], strict=False))
+def _bigrams(words: tuple[str, ...]) -> frozenset[tuple[str, str]]:
+    """Word pairs as tuples: ``alnum`` words hold no space, so (x, y) stands for "x y" one to
+    one (same Jaccard) without formatting a string per pair."""
+    return frozenset(zip(words, words[1:], strict=False))
 
 
 def _lexical(a: Prepared, b: Prepared) -> list[float]:

@@ -9,8 +9,11 @@ Pure functions; cheap enough for the event loop.
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import TypeVar
 
+H = TypeVar("H", bound=Hashable)
 _WORD = re.compile(r"[A-Za-z]+(?:'[a-z]+)?|\d+(?:[.,]\d+)*")
 _NUMBER_WORDS = frozenset(
     "zero two three four five six seven eight nine ten eleven twelve twenty thirty forty "
@@ -103,7 +106,7 @@ def veto(a: Parsed, b: Parsed) -> str | None:
     return None
 
 
-def jaccard(x: frozenset[str], y: frozenset[str]) -> float:
+def jaccard(x: frozenset[H], y: frozenset[H]) -> float:
     # |x | y| counted, not built: the union set was most of the cost (4 per scored pair).
     both = len(x & y)
     union = len(x) + len(y) - both
