@@ -77,6 +77,17 @@ async def test_batches_larger_than_one_insert_are_written_whole_and_once(store: 
     assert (rows[0]["requests"], rows[0]["cost_nusd"]) == (len(events), len(events))
 
 
+def test_usage_chunks_cover_every_row_with_few_statement_sizes() -> None:
+    from admin.store import ROWS_PER_INSERT, usage_chunks
+
+    sizes: set[int] = set()
+    for n in range(0, 3 * ROWS_PER_INSERT + 3):
+        chunks = usage_chunks(n)
+        assert sum(chunks) == n and all(0 < c <= ROWS_PER_INSERT and c & (c - 1) == 0 for c in chunks)
+        sizes.update(chunks)
+    assert len(sizes) == ROWS_PER_INSERT.bit_length()  # 1, 2, 4, ... ROWS_PER_INSERT: each parsed once
+
+
 async def test_the_database_derives_the_same_utc_day_as_day_of(store: Store) -> None:
     midnight = 1_750_032_000.0  # 2025-06-16 00:00:00 UTC
     stamps = (midnight - 0.25, midnight, midnight + 86399.75)
