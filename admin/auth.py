@@ -123,29 +123,43 @@ class KeyCache:
         self._entries.clear()
 
 
-def bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
+def bearer_token(header: str) -> str | None:
     scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return request.headers.get("api-key") or None
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def bearer(request: web.Request) -> str | None:
+    return bearer_token(request.headers.get("Authorization", "")) or request.headers.get("api-key") or None
 
 
 class KeyAuthenticator:
     """gateway.interfaces.Authenticator backed by the key cache.
 
-    A presented secret that once matched its stored hash is remembered (bounded, oldest
-    forgotten first) with that hash, so a returning client costs two dict lookups instead of a
-    SHA-256 and a constant-time compare. Only verified secrets are remembered, so unknown keys
-    cannot grow it; revocation and expiry are still checked on every request against the key
-    cache, which revocations evict."""
+    An ``Authorization`` header whose secret once matched its stored hash is remembered
+    (bounded, oldest forgotten first) with the key id and that hash, so a returning client
+    costs two dict lookups instead of parsing, a SHA-256 and a constant-time compare. Only
+    verified headers are remembered, so unknown keys cannot grow it; the remembered hash must
+    still be the cached key's, and revocation and expiry are checked on every request against
+    the key cache, which revocations evict (a miss there takes the full path)."""
 
     def __init__(self, cache: KeyCache, remember: int = 10_000) -> None:
         self._cache = cache
-        self._verified: dict[str, str] = {}  # presented secret -> stored hash it matched
+        # Authorization header once verified -> (key id, stored hash it matched); bounded.
+        self._verified: dict[str, tuple[str, str]] = {}
         self._remember = remember
 
     async def authenticate(self, request: web.Request) -> Principal:
+        header = request.headers.get("Authorization")
+        known = self._verified.get(header) if header is not None else None
+        if known is not None:  # a returning client: no parsing, no hashing
+            entry = self._cache.fresh(known[0])
+            resolved = entry[1] if entry is not None else None
+            if resolved is not None and resolved.key.hash == known[1]:
+                return self._usable(resolved)
+        return await self._authenticate(request, header)
+
+    async def _authenticate(self, request: web.Request, header: str | None) -> Principal:
         presented = bearer(request)
         if presented is None:
             raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
@@ -154,18 +168,20 @@ class KeyAuthenticator:
             raise AuthenticationError("invalid API key")
         entry = self._cache.fresh(key_id)
         resolved = entry[1] if entry is not None else await self._cache.get(key_id)
-        if resolved is None or not self._matches(presented, resolved.key.hash):
+        if resolved is None or not keygen.matches(presented, resolved.key.hash):
             raise AuthenticationError("invalid API key")
+        if header is not None and bearer_token(header) == presented:
+            self._remember_header(header, key_id, resolved.key.hash)
+        return self._usable(resolved)
+
+    @staticmethod
+    def _usable(resolved: Resolved) -> Principal:
+        # Revocation evicts the key cache entry; expiry is checked here, on every request.
         if not resolved.key.usable(time.time()):
             raise AuthenticationError(f"API key {resolved.key.id} is revoked or expired")
         return resolved.principal
 
-    def _matches(self, presented: str, stored: str) -> bool:
-        if self._verified.get(presented) == stored:
-            return True
-        if not keygen.matches(presented, stored):
-            return False
+    def _remember_header(self, header: str, key_id: str, stored: str) -> None:
         if len(self._verified) >= self._remember:
             del self._verified[next(iter(self._verified))]
-        self._verified[presented] = stored
-        return True
+        self._verified[header] = (key_id, stored)

@@ -69,11 +69,11 @@ async def test_remembered_secrets_are_bounded_and_still_revocable(store: Store) 
     auth = KeyAuthenticator(cache, remember=2)
     for _, secret in keys:
         await auth.authenticate(request(secret))  # type: ignore[arg-type]
-    assert list(auth._verified) == [keys[1][1], keys[2][1]]  # the oldest was forgotten
+    assert list(auth._verified) == [f"Bearer {keys[1][1]}", f"Bearer {keys[2][1]}"]  # the oldest was forgotten
     forged = keys[2][1][:-1] + ("B" if keys[2][1].endswith("A") else "A")  # same id, wrong secret
     with pytest.raises(AuthenticationError, match="invalid"):
         await auth.authenticate(request(forged))  # type: ignore[arg-type]
-    assert forged not in auth._verified
+    assert f"Bearer {forged}" not in auth._verified
     await store.revoke_key(keys[2][0].id)
     cache.invalidate_key(keys[2][0].id)  # what the revocation broadcast does
     with pytest.raises(AuthenticationError, match="revoked"):
