@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import threading
+from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 
 Vectors = npt.NDArray[np.float32]
 # BERT's pre-tokenisation of printable ASCII: runs of letters/digits, each other symbol alone.
-_PRINTABLE_ASCII = re.compile(r"[ -~]*")
 _PIECES = re.compile(r"[A-Za-z0-9]+|[!-/:-@\[-`{-~]")
 
 
@@ -106,7 +106,7 @@ class StaticEmbedder:
         out: list[list[int]] = []
         other: list[int] = []
         for i, text in enumerate(texts):
-            if _PRINTABLE_ASCII.fullmatch(text):
+            if text.isascii() and text.isprintable():  # printable ASCII: [ -~]*, without a regex
                 out.append(self._ascii_ids(text))
             else:
                 out.append([])
@@ -118,9 +118,14 @@ class StaticEmbedder:
         return out
 
     def _ascii_ids(self, text: str) -> list[int]:
-        ids: list[int] = []
         pieces = self._pieces
-        for piece in _PIECES.findall(text):
+        found = _PIECES.findall(text)
+        try:  # every piece known (the usual case): one C-level pass
+            return list(chain.from_iterable(map(pieces.__getitem__, found)))
+        except KeyError:
+            pass
+        ids: list[int] = []
+        for piece in found:
             hit = pieces.get(piece)
             if hit is None:
                 hit = self._tok.encode(piece, add_special_tokens=False).ids
@@ -136,8 +141,9 @@ class StaticEmbedder:
         """``encode`` from already computed token ids: one sparse (texts x vocabulary) by
         dense (vocabulary x dim) product for the batch."""
         cut = [seq[:256] for seq in ids]
-        flat = np.fromiter((t for seq in cut for t in seq), dtype=np.int64)
-        indptr = np.concatenate([[0], np.cumsum([len(seq) for seq in cut])])
+        lens = [len(seq) for seq in cut]
+        flat = np.fromiter(chain.from_iterable(cut), dtype=np.int64, count=sum(lens))
+        indptr = np.concatenate([[0], np.cumsum(lens)])
         out = rows_times_table(indptr, flat, self._weights[flat], self._table)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         out /= np.where(norms > 0, norms, 1.0)

@@ -24,6 +24,7 @@ _NEGATIONS = frozenset(
     "wasn't weren't won't wouldn't shouldn't couldn't hasn't haven't hadn't mustn't neither".split()
 )
 _WH = ("what", "why", "how", "when", "where", "who", "whom", "whose", "which")
+_WH_SET = frozenset(_WH)
 _ANTONYMS = (
     ("on", "off"), ("up", "down"), ("open", "close"), ("opened", "closed"), ("enable", "disable"),
     ("enabled", "disabled"), ("start", "stop"), ("increase", "decrease"), ("before", "after"),
@@ -75,15 +76,21 @@ def parse(text: str) -> Parsed:
     """Set operations and comprehensions rather than generators: this runs once per new
     question on the lookup path."""
     words = tuple(_WORD.findall(text))
-    lower = [w.lower() for w in words]
+    # One ``lower`` for the whole text: words hold no space, so splitting the lowered join
+    # gives each word lowered (and the squashed text the trigrams come from).
+    squashed = " ".join(words).lower()
+    lower = squashed.split(" ") if words else []
     lower_set = frozenset(lower)
     # ``_WORD``'s number branch is the whole number pattern (its letter branch never takes a
     # digit), so the words already hold the numbers: one regex pass per text, not two.
     numbers = {w.replace(",", "") for w in words if w[0].isdigit()} | (lower_set & _NUMBER_WORDS)
     entities = {w.lower() for w in words[1:] if w[:1].isupper()} - _STOP
-    wh = next((w for w in lower if w in _WH), None)
-    squashed = " ".join(lower)
-    negations = [w for w in lower if w in _NEGATIONS or w.endswith("n't")]
+    asked = lower_set & _WH_SET
+    wh = None if not asked else next(iter(asked)) if len(asked) == 1 else next(w for w in lower if w in asked)
+    if "n't" in squashed:
+        negations = [w for w in lower if w in _NEGATIONS or w.endswith("n't")]
+    else:
+        negations = [w for w in lower if w in _NEGATIONS]
     return Parsed(
         words=words, lower=lower_set, content=lower_set - _STOP, numbers=frozenset(numbers),
         negated=len(negations) % 2 == 1, wh=wh, entities=frozenset(entities),
