@@ -19,7 +19,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -36,8 +36,7 @@ LOOKUP_BATCH = 16  # lookups per worker step: smaller batches return the first c
 RECENT = 4096  # vectors of recently looked-up texts, reused by ``put``
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+class Candidate(NamedTuple):
     entry: Entry
     similarity: float
     score: float  # verifier probability; 0.0 when a veto fired

@@ -23,8 +23,8 @@ from __future__ import annotations
 import math
 import re
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -48,8 +48,7 @@ _NEUTRAL = frozenset("do does did can could the a an my please".split())
 F32 = npt.NDArray[np.float32]
 
 
-@dataclass(frozen=True, slots=True)
-class TextState:
+class TextState(NamedTuple):
     """Per-text model state beyond ``Prepared``: kept for cached questions."""
 
     proj: F32  # (proj members, pdim) unit vectors
@@ -61,9 +60,10 @@ def _unit(x: F32) -> F32:
     return x / norm if norm > 0 else x
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """Everything about one text the pair features need; computed once per text."""
+class Prepared(NamedTuple):
+    """Everything about one text the pair features need; computed once per text. Immutable
+    (NamedTuples here: built per new text on the lookup path, ~4x cheaper than a frozen
+    dataclass)."""
 
     text: str
     parsed: Parsed

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Hashable
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 H = TypeVar("H", bound=Hashable)
 _WORD = re.compile(r"[A-Za-z]+(?:'[a-z]+)?|\d+(?:[.,]\d+)*")
@@ -60,8 +59,11 @@ _STOP = frozenset(
     "get got one ones just also very really much many way best good".split()
 )
 
-@dataclass(frozen=True, slots=True)
-class Parsed:
+
+class Parsed(NamedTuple):
+    """Immutable; a NamedTuple rather than a frozen dataclass: built once per new text on the
+    lookup path, where the frozen dataclass's ``object.__setattr__`` per field cost ~1.5 us."""
+
     words: tuple[str, ...]
     lower: frozenset[str]
     content: frozenset[str]
