@@ -9,6 +9,8 @@ once on the stacked batch. Per-pair Python is left only where set operations are
 
 from __future__ import annotations
 
+from itertools import accumulate, chain
+
 import numpy as np
 import numpy.typing as npt
 
@@ -34,6 +36,15 @@ def _pooled(weights: F32, table: F32, ids: list[npt.NDArray[np.int64]]) -> F32:
     return out if weights.ndim > 1 else out[0]
 
 
+def _id_arrays(tok_ids: list[list[int]]) -> list[npt.NDArray[np.int64]]:
+    """Each text's ids (cut to ``MAX_TOKENS``, ``[_UNK]`` when empty) as views of one array:
+    one conversion for the batch instead of one per text."""
+    cut = [x[:MAX_TOKENS] or [_UNK] for x in tok_ids]
+    ends = list(accumulate(len(x) for x in cut))
+    flat = np.fromiter(chain.from_iterable(cut), dtype=np.int64, count=ends[-1] if ends else 0)
+    return [flat[end - len(x):end] for x, end in zip(cut, ends, strict=True)]
+
+
 def _unit_rows(x: F32) -> F32:
     out: F32 = x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-12)
     return out
@@ -57,16 +68,17 @@ class BatchVerifier:
         missing = [i for i, p in enumerate(out) if p is None]
         if missing:
             tok_ids = [ids[i] for i in missing] if ids is not None else space.token_ids([texts[i] for i in missing])
-            arrays = [np.asarray(x[:MAX_TOKENS] or [_UNK], dtype=np.int64) for x in tok_ids]
+            arrays = _id_arrays(tok_ids)
             pooled = _pooled(self._weights, space.table, arrays)  # (1 + members, n, dim)
-            sif, proj = _unit_rows(pooled[0]), self.model.proj_vectors(pooled[1:])
+            sif = _unit_rows(pooled[0])
+            proj = np.ascontiguousarray(self.model.proj_vectors(pooled[1:]).transpose(1, 0, 2))  # (n, members, pdim)
             att = self.model.att_states(arrays)
             parses = [parsed[i] if parsed is not None else parse(texts[i]) for i in missing]
             space.word_vectors([w for p in parses for w in p.content])  # new words in one product
             for j, i in enumerate(missing):
                 out[i] = space.memo(texts[i]) or space.build(texts[i], arrays[j], sif[j], remember, parses[j])
                 if not self.model.has_state(texts[i]):
-                    state = TextState(np.ascontiguousarray(proj[:, j, :]), att[j])
+                    state = TextState(proj[j], att[j])  # a C-contiguous row of the copy above
                     self.model.keep_state(texts[i], state, remember)
         done = [p for p in out if p is not None]
         self._states_many(done, remember)  # remembered texts whose states were evicted
@@ -100,10 +112,12 @@ class BatchVerifier:
         return out
 
     def model_scores(self, pairs: list[Pair]) -> F32:
-        feats = np.concatenate([np.asarray([_lexical(a, b) for a, b in pairs], dtype=np.float32),
-                                align_many(pairs)], axis=1)
         u = np.array([a.sif_vec for a, _ in pairs], np.float32)  # np.array: np.stack's checks cost more
         v = np.array([b.sif_vec for _, b in pairs], np.float32)
+        # Stacked (1 x dim) @ (dim x 1) products: each is the same dot as ``a.sif_vec @ b.sif_vec``.
+        cosines = np.matmul(u[:, None, :], v[:, :, None])[:, 0, 0].tolist()
+        lexical = [_lexical(a, b, cos) for (a, b), cos in zip(pairs, cosines, strict=True)]
+        feats = np.concatenate([np.asarray(lexical, dtype=np.float32), align_many(pairs)], axis=1)
         return self.model.score_features(
             feats, u, v, [self.model.state(a) for a, _ in pairs], [self.model.state(b) for _, b in pairs])
 

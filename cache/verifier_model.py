@@ -199,12 +199,14 @@ def _bigrams(words: tuple[str, ...]) -> frozenset[tuple[str, str]]:
     return frozenset(zip(words, words[1:], strict=False))
 
 
-def _lexical(a: Prepared, b: Prepared) -> list[float]:
+def _lexical(a: Prepared, b: Prepared, cosine: float | None = None) -> list[float]:
+    """``cosine``: ``a.sif_vec @ b.sif_vec`` if the caller computed it (batched)."""
     pa, pb = a.parsed, b.parsed
     na, nb = max(1, len(pa.words)), max(1, len(pb.words))
     ca, cb = a.content_seq, b.content_seq
     return [
-        float(a.sif_vec @ b.sif_vec), jaccard(pa.lower, pb.lower), jaccard(pa.content, pb.content),
+        float(a.sif_vec @ b.sif_vec) if cosine is None else cosine,
+        jaccard(pa.lower, pb.lower), jaccard(pa.content, pb.content),
         min(na, nb) / max(na, nb), jaccard(pa.trigrams, pb.trigrams), float(pa.wh != pb.wh),
         float(len(pa.entities ^ pb.entities)), float(bool(pa.numbers) != bool(pb.numbers)),
         math.log1p(min(na, nb)), math.log1p(max(na, nb)),
