@@ -81,11 +81,11 @@ def canonical(text: str, alnum: tuple[str, ...] | None = None) -> tuple[str, ...
     """``alnum``: the text's ``_ALNUM`` words of ``text.lower()``, if already split. Without an
     apostrophe no contraction can be expanded, so they are the words to filter."""
     if alnum is not None and "'" not in text and "\u2019" not in text:
-        return tuple(w for w in alnum if w not in _NEUTRAL)
+        return tuple([w for w in alnum if w not in _NEUTRAL])  # a list first: cheaper than a generator
     lowered = text.lower().replace("\u2019", "'")
     for short, long in _CONTRACTIONS:
         lowered = lowered.replace(short, long)
-    return tuple(w for w in _ALNUM.findall(lowered) if w not in _NEUTRAL)
+    return tuple([w for w in _ALNUM.findall(lowered) if w not in _NEUTRAL])
 
 
 class TokenSpace:
@@ -113,9 +113,11 @@ class TokenSpace:
         computed together (one sparse words x vocabulary product, ids from the static
         embedder's memoised word-pieces): a new word cost ~15 us of numpy calls on its own."""
         known = self._words
-        missing = sorted({w for w in words if w not in known})
-        if not missing:
+        try:  # all memoised: the usual case on the lookup path
             return [known[w] for w in words]
+        except KeyError:
+            pass
+        missing = sorted({w for w in words if w not in known})
         fresh: dict[str, tuple[F32, float]] = {}
         if missing:
             ids = [x[:MAX_TOKENS] or [_UNK] for x in self._static.token_ids(missing)]
@@ -164,7 +166,7 @@ class TokenSpace:
             # np.array, not np.stack: same rows, without np.stack's Python-level checks (~8 us).
             content_vecs=np.array([w[0] for w in words], np.float32) if words else np.zeros((0, dim), np.float32),
             content_idf=np.asarray([w[1] for w in words], dtype=np.float32),
-            bigrams=_bigrams(alnum), content_seq=tuple(w for w in alnum if w in parsed.content),
+            bigrams=_bigrams(alnum), content_seq=tuple([w for w in alnum if w in parsed.content]),
         )
         if remember:
             self._memo[text] = prepared
