@@ -17,7 +17,7 @@ import numpy.typing as npt
 from cache.sparse import rows_times_table
 from cache.verifier import Verifier
 from cache.verifier_model import _UNK, F32, MAX_TOKENS, Prepared, TextState, _lexical
-from cache.verifier_text import Parsed, parse, veto
+from cache.verifier_text import Parsed, parse, trigram_sets, veto
 
 Pair = tuple[Prepared, Prepared]
 
@@ -75,8 +75,10 @@ class BatchVerifier:
             att = self.model.att_states(arrays)
             parses = [parsed[i] if parsed is not None else parse(texts[i]) for i in missing]
             space.word_vectors([w for p in parses for w in p.content])  # new words in one product
+            trigrams = trigram_sets([p.squashed for p in parses])
             for j, i in enumerate(missing):
-                out[i] = space.memo(texts[i]) or space.build(texts[i], arrays[j], sif[j], remember, parses[j])
+                out[i] = space.memo(texts[i]) or space.build(texts[i], arrays[j], sif[j], remember, parses[j],
+                                                                   trigrams[j])
                 if not self.model.has_state(texts[i]):
                     state = TextState(proj[j], att[j])  # a C-contiguous row of the copy above
                     self.model.keep_state(texts[i], state, remember)

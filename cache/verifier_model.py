@@ -32,7 +32,7 @@ import numpy.typing as npt
 from cache.embedders import StaticEmbedder
 from cache.sparse import rows_times_table
 from cache.verifier_attention import AttentionFamily, TokenStates
-from cache.verifier_text import Parsed, jaccard, parse
+from cache.verifier_text import Parsed, jaccard, parse, trigram_sets
 
 MODEL_FILE = Path(__file__).with_name("verifier_model.npz")
 SIF_A = 1e-3
@@ -74,6 +74,7 @@ class Prepared(NamedTuple):
     content_vecs: F32  # (n content words, dim), unit rows, sorted content words
     content_idf: F32
     bigrams: frozenset[tuple[str, str]]  # of ``alnum``
+    trigrams: frozenset[int]  # character trigrams of ``parsed.squashed`` (``trigram_sets``)
     content_seq: tuple[str, ...]  # ``alnum`` words that are content words, in order
 
 
@@ -154,10 +155,12 @@ class TokenSpace:
         return self.build(text, ids, _unit(self.sif[ids] @ self.table[ids]), remember)
 
     def build(self, text: str, ids: npt.NDArray[np.int64], sif_vec: F32, remember: bool,
-              parsed: Parsed | None = None) -> Prepared:
+              parsed: Parsed | None = None, trigrams: frozenset[int] | None = None) -> Prepared:
         """A ``Prepared`` from its token ids and SIF sentence vector (computed by the caller,
-        possibly for a whole batch at once, as ``parsed`` may be)."""
+        possibly for a whole batch at once, as ``parsed`` and ``trigrams`` may be)."""
         parsed = parsed or parse(text)
+        if trigrams is None:
+            trigrams = trigram_sets([parsed.squashed])[0]
         words = self.word_vectors(sorted(parsed.content))
         dim = self.table.shape[1]
         alnum = tuple(_ALNUM.findall(text.lower()))
@@ -166,7 +169,7 @@ class TokenSpace:
             # np.array, not np.stack: same rows, without np.stack's Python-level checks (~8 us).
             content_vecs=np.array([w[0] for w in words], np.float32) if words else np.zeros((0, dim), np.float32),
             content_idf=np.asarray([w[1] for w in words], dtype=np.float32),
-            bigrams=_bigrams(alnum), content_seq=tuple([w for w in alnum if w in parsed.content]),
+            bigrams=_bigrams(alnum), content_seq=tuple([w for w in alnum if w in parsed.content]), trigrams=trigrams,
         )
         if remember:
             self._memo[text] = prepared
@@ -209,7 +212,7 @@ def _lexical(a: Prepared, b: Prepared, cosine: float | None = None) -> list[floa
     return [
         float(a.sif_vec @ b.sif_vec) if cosine is None else cosine,
         jaccard(pa.lower, pb.lower), jaccard(pa.content, pb.content),
-        min(na, nb) / max(na, nb), jaccard(pa.trigrams, pb.trigrams), float(pa.wh != pb.wh),
+        min(na, nb) / max(na, nb), jaccard(a.trigrams, b.trigrams), float(pa.wh != pb.wh),
         float(len(pa.entities ^ pb.entities)), float(bool(pa.numbers) != bool(pb.numbers)),
         math.log1p(min(na, nb)), math.log1p(max(na, nb)),
         jaccard(a.bigrams, b.bigrams),

@@ -12,6 +12,8 @@ import re
 from collections.abc import Hashable
 from typing import NamedTuple, TypeVar
 
+import numpy as np
+
 H = TypeVar("H", bound=Hashable)
 _WORD = re.compile(r"[A-Za-z]+(?:'[a-z]+)?|\d+(?:[.,]\d+)*")
 _NUMBER_WORDS = frozenset(
@@ -71,7 +73,7 @@ class Parsed(NamedTuple):
     negated: bool
     wh: str | None
     entities: frozenset[str]
-    trigrams: frozenset[str]
+    squashed: str  # the lowered words joined by single spaces (what character trigrams are of)
 
 
 def parse(text: str) -> Parsed:
@@ -95,9 +97,21 @@ def parse(text: str) -> Parsed:
         negations = [w for w in lower if w in _NEGATIONS]
     return Parsed(
         words=words, lower=lower_set, content=lower_set - _STOP, numbers=frozenset(numbers),
-        negated=len(negations) % 2 == 1, wh=wh, entities=frozenset(entities),
-        trigrams=frozenset(map("".join, zip(squashed, squashed[1:], squashed[2:], strict=False))),
+        negated=len(negations) % 2 == 1, wh=wh, entities=frozenset(entities), squashed=squashed,
     )
+
+
+def trigram_sets(squashed: list[str]) -> list[frozenset[int]]:
+    """Each text's character trigrams, a trigram as one int (its 3 code points, 21 bits each:
+    one to one with the 3-character string, so every Jaccard is the strings' one). One numpy
+    pass over the batch instead of a 3-character string object per trigram (~5 us per text)."""
+    points = np.frombuffer("".join(squashed).encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+    codes = ((points[:-2] << 42) | (points[1:-1] << 21) | points[2:]).tolist()  # window at each start
+    out, start = [], 0
+    for text in squashed:  # a text's windows start at start .. start + len - 3
+        out.append(frozenset(codes[start:start + len(text) - 2]) if len(text) >= 3 else frozenset())
+        start += len(text)
+    return out
 
 
 def veto(a: Parsed, b: Parsed) -> str | None:

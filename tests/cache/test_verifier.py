@@ -6,6 +6,7 @@ import pytest
 from cache.embedders import Embedder, StaticEmbedder
 from cache.verifier import MODEL_FILE, Verifier, parse, veto
 from cache.verifier_model import PairModel, Prepared, pair_features
+from cache.verifier_text import trigram_sets
 from configs.cache import SemanticConfig
 from tests.cache.chat_pairs import HARD_NEGATIVES, PARAPHRASES
 
@@ -120,3 +121,16 @@ def test_stacked_inference_matches_members(verifier: Verifier) -> None:
     for a, b in PARAPHRASES[:6]:
         pa, pb = verifier.prepare(a), verifier.prepare(b)
         assert verifier.model.score(pa, pb) == pytest.approx(_naive_score(verifier.model, pa, pb), abs=1e-4)
+
+
+def test_trigram_sets_are_the_character_trigrams_one_to_one() -> None:
+    """Int-coded trigrams (3 code points of 21 bits) decode to exactly the 3-character
+    windows of each text, batched or alone, ASCII or not, short texts included."""
+    texts = ["how do i cook rice", "", "a", "ab", "abc", "\u0661\u0662\u0663 12,5 x", "caf\u00e9 r\u00e9sum\u00e9 2"]
+    squashed = [parse(t).squashed for t in texts]
+    batched = trigram_sets(squashed)
+    for text, got in zip(squashed, batched, strict=True):
+        want = {text[i:i + 3] for i in range(len(text) - 2)}
+        decoded = {"".join(chr((code >> shift) & 0x1FFFFF) for shift in (42, 21, 0)) for code in got}
+        assert decoded == want and len(got) == len(want)
+        assert trigram_sets([text])[0] == got
