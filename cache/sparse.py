@@ -25,8 +25,8 @@ def rows_times_table(indptr: I64, indices: I64, data: F32, table: F32) -> F32:
     indices = np.ascontiguousarray(indices, dtype=np.int64)
     data = np.ascontiguousarray(data, dtype=np.float32)
     # The C loop does not check bounds (scipy's constructor did): a bad id must not read
-    # outside the table.
-    if len(indices) and (int(indices.max()) >= vocab or int(indices.min()) < 0):
+    # outside the table. Viewed as unsigned, a negative id is huge: one reduction checks both ends.
+    if len(indices) and int(indices.view(np.uint64).max()) >= vocab:
         raise IndexError("token id outside the table")
     if len(data) != len(indices) or int(indptr[-1]) != len(indices):
         raise ValueError("indptr, indices and data disagree")
