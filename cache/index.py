@@ -84,7 +84,11 @@ class SemanticIndex:
         its rows (a batch of lookups in one scope is one matrix product, not one per row)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(set(scopes)) == len(scopes):  # the usual step: one lookup per scope, row views
-            return [self.search(scope, vectors[i], k) for i, scope in enumerate(scopes)]
+            out_rows = []
+            for i, scope in enumerate(scopes):
+                with self._lock:  # per scope, as every operation: never held across the batch
+                    out_rows.append(self._search_rows(scope, vectors[i:i + 1], k)[0])
+            return out_rows
         rows: dict[str, list[int]] = {}
         for i, scope in enumerate(scopes):
             rows.setdefault(scope, []).append(i)
