@@ -119,10 +119,9 @@ class ApiKey:
 
 
 class UsageEvent(NamedTuple):
-    """One settled request. ``id`` is unique per event so a replayed spill inserts it once.
-
-    A tuple whose field order is the INSERT's parameter order (``Store.insert_usage``): one is
-    built per request and a batch goes to the database as is, with no per-row conversion."""
+    """One settled request, as the usage queue holds it; the store folds batches of them into
+    daily totals (``admin.usage_rollup``). ``id`` is unique per event: a batch's id is derived
+    from its events' ids. A tuple: one is built per request, cheaper than any object."""
 
     id: str
     ts: float

@@ -1,25 +1,25 @@
 """Persistent admin state: tenants, keys, usage events. One code path for both engines.
 
 Contracts: the secret of a key never reaches this module except to be hashed by keygen;
-``insert_usage`` is idempotent per event id (a replayed spill never double counts);
+``insert_usage`` adds a batch of events to daily totals once per batch (``usage_rollup``: a
+retried or replayed batch never double counts);
 ``key_with_tenant`` is the single query a key-cache miss costs.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from admin import keygen
+from admin import keygen, usage_rollup
 from admin.db import Database, Row, fetchone
 from admin.errors import Conflict, InvalidRequest, NotFound
 from admin.models import ApiKey, Limits, Tenant, UsageEvent
+from admin.usage_rollup import day_of
 
 _TENANT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _KEY_COLUMNS = "id, tenant_id, hash, name, limits, created_at, expires_at, revoked_at, replaced_by"
@@ -43,43 +43,14 @@ def _key(row: Row, prefix: str = "") -> ApiKey:
     )
 
 
-ROWS_PER_INSERT = 256  # the largest chunk: 3,584 parameters, far under SQLite's and PostgreSQL's caps
-_USAGE_COLUMNS = len(UsageEvent._fields)
-_DAY_SQL = {
-    "sqlite": "strftime('%Y-%m-%d', {ts}, 'unixepoch')",
-    "postgresql": "to_char(to_timestamp({ts}) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
-}
-
-
-def usage_chunks(n: int) -> list[int]:
-    """``n`` rows as chunks of ROWS_PER_INSERT, then the binary digits of the rest (e.g. 700 →
-    256, 256, 128, 32, 16, 8, 4): at most 9 distinct statement sizes, whatever the batches."""
-    full, rest = divmod(n, ROWS_PER_INSERT)
-    return [ROWS_PER_INSERT] * full + [1 << b for b in range(rest.bit_length() - 1, -1, -1) if rest >> b & 1]
-
-
-@functools.lru_cache(maxsize=16)
-def _insert_usage_sql(dialect: str, rows: int) -> str:
-    """INSERT of ``rows`` events. Each event's fields are parameters in field order, and the UTC
-    day is derived by the database from the event's ts, so no per-row work happens here."""
-    day = _DAY_SQL[dialect]
-    values = []
-    for r in range(rows):
-        n = [f"${r * _USAGE_COLUMNS + k + 1}" for k in range(_USAGE_COLUMNS)]
-        values.append(f"({n[0]}, {n[1]}, {day.format(ts=n[1])}, {', '.join(n[2:])})")
-    return ("INSERT INTO usage_events (id, ts, day, request_id, tenant_id, key_id, model, deployment, "
-            "prompt_tokens, completion_tokens, cost_nusd, status, latency_ms, cached, stream) VALUES "
-            + ", ".join(values) + " ON CONFLICT (id) DO NOTHING")
-
-
-def day_of(ts: float) -> str:
-    """The UTC day of ``ts`` as the usage table stores it (``_DAY_SQL`` computes the same)."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+BATCH_RETENTION_S = 2 * 86400  # applied batch ids kept this long (a spill replayed later counts again)
+_PRUNE_EVERY = 100  # batches between prunes of usage_batches
 
 
 class Store:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._batches = 0  # usage batches applied by this process (prunes usage_batches now and then)
 
     # -- tenants -------------------------------------------------------------------------
     async def create_tenant(self, tenant_id: str, name: str, limits: Limits) -> Tenant:
@@ -194,28 +165,36 @@ class Store:
 
     # -- usage ---------------------------------------------------------------------------
     async def insert_usage(self, events: Sequence[UsageEvent]) -> None:
-        """One multi-row INSERT per chunk, not one statement per row: SQLite's driver takes and
-        drops the GIL around every row it steps, which under load made the writer thread and
-        the event loop hand the GIL back and forth a thousand times per batch. Chunks are
-        powers of two (``usage_chunks``), so only a handful of distinct statements exist and
-        each is parsed once: a statement for every batch length cost SQLite ~70 ms to compile
-        per 500-row batch (parameter numbering is quadratic), i.e. ~140 us of CPU per event."""
+        """Add a batch to the daily totals, once: a batch whose id was applied already (a retry
+        after an unacknowledged commit, a replayed spill) changes nothing."""
+        if not events:
+            return
+        totals = usage_rollup.rollup(events)
+        now = time.time()
         async with self.db.transaction() as tx:
+            fresh = await tx.fetch(
+                "INSERT INTO usage_batches (id, applied_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING RETURNING id",
+                usage_rollup.batch_id(events), now)
+            if not fresh:
+                return
             start = 0
-            for size in usage_chunks(len(events)):
-                chunk = events[start:start + size]
+            for size in usage_rollup.chunks(len(totals)):
+                await tx.execute(usage_rollup.upsert_sql(size),
+                                 *[value for row in totals[start:start + size] for value in row])
                 start += size
-                await tx.execute(_insert_usage_sql(self.db.dialect, size),
-                                 *[value for event in chunk for value in event])
+            self._batches += 1
+            if self._batches % _PRUNE_EVERY == 1:
+                await tx.execute("DELETE FROM usage_batches WHERE applied_at < $1", now - BATCH_RETENTION_S)
 
     async def spent_since(self, scope: str, scope_id: str, since: float) -> int:
-        """Settled nano-USD of a tenant (scope 'tenant') or key (scope 'key') since ``since``."""
+        """Settled nano-USD of a tenant (scope 'tenant') or key (scope 'key') from the UTC day
+        containing ``since`` on (budget periods start at midnight UTC, so it is exact for them)."""
         column = "tenant_id" if scope == "tenant" else "key_id"
         row = await fetchone(
             self.db,
-            f"SELECT CAST(COALESCE(SUM(cost_nusd), 0) AS BIGINT) AS spent FROM usage_events "
-            f"WHERE {column} = $1 AND ts >= $2",
-            scope_id, since,
+            f"SELECT CAST(COALESCE(SUM(cost_nusd), 0) AS BIGINT) AS spent FROM usage_daily "
+            f"WHERE {column} = $1 AND day >= $2",
+            scope_id, day_of(since),
         )
         return int(row["spent"]) if row else 0
 
@@ -233,14 +212,15 @@ class Store:
                 args.append(day)
                 where.append(f"day {op} ${len(args)}")
         groups = [_GROUPS[g] for g in group_by]
-        select = ", ".join([*groups, "COUNT(*) AS requests",
-                            "CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens",
-                            "CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens",
-                            "CAST(SUM(cost_nusd) AS BIGINT) AS cost_nusd"])
-        sql = f"SELECT {select} FROM usage_events"
+        sums = ("requests", "failed", "cached", "prompt_tokens", "completion_tokens", "cost_nusd")
+        select = ", ".join([*groups, *(f"CAST(COALESCE(SUM({c}), 0) AS BIGINT) AS {c}" for c in sums)])
+        sql = f"SELECT {select} FROM usage_daily"
         if where:
             sql += " WHERE " + " AND ".join(where)
         if groups:
             sql += f" GROUP BY {', '.join(groups)} ORDER BY {', '.join(groups)}"
         rows = await self.db.fetch(sql, *args)
+        for row in rows:
+            if row.get("key_id") == "":
+                row["key_id"] = None  # stored as '' (part of the primary key) for keyless usage
         return [r for r in rows if r["requests"]]

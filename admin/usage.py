@@ -7,8 +7,10 @@ Contracts:
   seconds. A failed write is retried with exponential backoff (``retries`` times), then the
   batch is spilled to ``<spill_dir>/usage-<pid>-<n>.jsonl``.
 - ``start`` first replays spill files left by earlier runs (any process: a file is claimed by
-  an atomic rename, so replicas sharing the directory replay it once). Inserts are idempotent
-  per event id, so a replay after a partial write counts nothing twice.
+  an atomic rename, so replicas sharing the directory replay it once). A spill file holds one
+  line per batch and each is replayed as that batch; the store applies a batch once (by id),
+  so a replay after a partial replay, or of a batch whose commit was not acknowledged, counts
+  nothing twice.
 - ``stop`` (graceful shutdown) writes everything queued; what the store refuses is spilled.
   Events recorded after ``stop`` go straight to the spill file.
 - Loss bound on ``kill -9``: only events still in memory, i.e. recorded during the last
@@ -144,7 +146,9 @@ class UsageRecorder:
         a thread; only events recorded after stop() are spilled on the caller's thread)."""
         self._dir.mkdir(parents=True, exist_ok=True)
         with self._spill_path.open("ab") as f:
-            f.write(b"".join(orjson.dumps(e.to_json()) + b"\n" for e in events))
+            # One line per batch: replayed as the same batch (same id), so a batch whose
+            # commit went through unacknowledged is not counted twice.
+            f.write(orjson.dumps({"batch": [e.to_json() for e in events]}) + b"\n")
             f.flush()
             os.fsync(f.fileno())
         self.spilled += len(events)
@@ -166,24 +170,29 @@ class UsageRecorder:
         return total
 
     async def _replay_file(self, path: Path) -> int:
-        events = await asyncio.to_thread(_read_spill, path)
+        batches = await asyncio.to_thread(_read_spill, path)
         try:
-            for i in range(0, len(events), self._batch):
-                await self._sink(events[i:i + self._batch])
+            for batch in batches:
+                await self._sink(batch)
         except Exception:
             back = self._dir / f"usage-{os.getpid()}-r{next(self._seq)}.jsonl"
             await asyncio.to_thread(path.rename, back)
             raise
         await asyncio.to_thread(path.unlink)
-        log.info("replayed %d usage events from %s", len(events), path.name)
-        return len(events)
+        count = sum(len(b) for b in batches)
+        log.info("replayed %d usage events from %s", count, path.name)
+        return count
 
 
-def _read_spill(path: Path) -> list[UsageEvent]:
-    events = []
+def _read_spill(path: Path) -> list[list[UsageEvent]]:
+    """The batches of a spill file, in order; a torn line (a crash mid-write) is skipped."""
+    batches = []
     for line in path.read_bytes().splitlines():
         try:
-            events.append(UsageEvent.from_json(orjson.loads(line)))
-        except (orjson.JSONDecodeError, TypeError):
+            raw = orjson.loads(line)
+            # {"batch": [...]}; a bare event is a line of an older release: a batch of one
+            batches.append([UsageEvent.from_json(e) for e in raw["batch"]] if "batch" in raw
+                           else [UsageEvent.from_json(raw)])
+        except (orjson.JSONDecodeError, TypeError, KeyError):
             log.warning("skipping a torn line in %s", path)
-    return events
+    return batches

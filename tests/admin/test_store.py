@@ -10,7 +10,8 @@ from admin.db import Database, connect
 from admin.errors import Conflict, InvalidRequest, NotFound
 from admin.migrations import MIGRATIONS, migrate
 from admin.models import Limits, UsageEvent
-from admin.store import Store, day_of
+from admin.store import Store
+from admin.usage_rollup import day_of
 from tests.admin.conftest import PG_URL, drop_schema
 
 
@@ -57,44 +58,82 @@ async def test_usage_insert_is_idempotent_and_queryable(store: Store) -> None:
     day1 = time.time() - 86400
     events = [event(1, cost=5, ts=day1), event(2, cost=7), event(3, key="k2", model="x", cost=11)]
     await store.insert_usage(events)
-    await store.insert_usage(events)  # a replay: nothing counted twice
+    await store.insert_usage(events)  # the same batch again (a replay): nothing counted twice
     rows = await store.usage(filters={"tenant": "acme"}, day_from=None, day_to=None, group_by=["key"])
     assert [(r["key_id"], r["requests"], r["cost_nusd"]) for r in rows] == [("k1", 2, 12), ("k2", 1, 11)]
     rows = await store.usage(filters={"model": "m"}, day_from=day_of(time.time()), day_to=None,
                              group_by=["day"])
     assert [(r["requests"], r["prompt_tokens"], r["completion_tokens"]) for r in rows] == [(1, 3, 4)]
-    assert await store.spent_since("tenant", "acme", time.time() - 3600) == 18
+    assert await store.spent_since("tenant", "acme", time.time() - 60) == 18  # from today's midnight
     assert await store.spent_since("key", "k1", 0) == 12
 
 
-async def test_batches_larger_than_one_insert_are_written_whole_and_once(store: Store) -> None:
-    from admin.store import ROWS_PER_INSERT
+async def test_usage_totals_add_up_across_batches_and_count_failures(store: Store) -> None:
+    await store.insert_usage([event(i, cost=1) for i in range(300)])  # more rows than one statement
+    failed = [event(1000 + i, cost=0)._replace(status=502 if i % 2 else 499, cached=i == 0) for i in range(4)]
+    await store.insert_usage([*failed, event(2000, key=None)])
+    rows = await store.usage(filters={}, day_from=None, day_to=None, group_by=["key"])
+    by_key = {r["key_id"]: r for r in rows}
+    assert (by_key["k1"]["requests"], by_key["k1"]["failed"], by_key["k1"]["cached"]) == (304, 4, 1)
+    assert by_key["k1"]["cost_nusd"] == 300 and by_key[None]["requests"] == 1
 
-    events = [event(i, cost=1) for i in range(2 * ROWS_PER_INSERT + 7)]
-    await store.insert_usage(events)
-    await store.insert_usage(events[-10:])  # replayed tail: counted once
-    rows = await store.usage(filters={}, day_from=None, day_to=None, group_by=[])
-    assert (rows[0]["requests"], rows[0]["cost_nusd"]) == (len(events), len(events))
+
+def test_rollup_groups_by_day_tenant_key_model() -> None:
+    from admin.usage_rollup import batch_id, rollup
+
+    midnight = 1_750_032_000.0  # 2025-06-16 00:00:00 UTC
+    events = [event(0, ts=midnight - 0.25), event(1, ts=midnight), event(2, ts=midnight + 5, model="x"),
+              event(3, ts=midnight + 86399.75)]
+    assert sorted(rollup(events)) == [
+        ("2025-06-15", "acme", "k1", "m", 1, 0, 0, 3, 4, 10),
+        ("2025-06-16", "acme", "k1", "m", 2, 0, 0, 6, 8, 20),
+        ("2025-06-16", "acme", "k1", "x", 1, 0, 0, 3, 4, 10),
+    ]
+    assert batch_id(events) == batch_id(list(events)) != batch_id(events[::-1])
 
 
-def test_usage_chunks_cover_every_row_with_few_statement_sizes() -> None:
-    from admin.store import ROWS_PER_INSERT, usage_chunks
+def test_statement_chunks_cover_every_row_with_few_sizes() -> None:
+    from admin.usage_rollup import MAX_CHUNK, chunks
 
     sizes: set[int] = set()
-    for n in range(0, 3 * ROWS_PER_INSERT + 3):
-        chunks = usage_chunks(n)
-        assert sum(chunks) == n and all(0 < c <= ROWS_PER_INSERT and c & (c - 1) == 0 for c in chunks)
-        sizes.update(chunks)
-    assert len(sizes) == ROWS_PER_INSERT.bit_length()  # 1, 2, 4, ... ROWS_PER_INSERT: each parsed once
+    for n in range(0, 3 * MAX_CHUNK + 3):
+        got = chunks(n)
+        assert sum(got) == n and all(0 < c <= MAX_CHUNK and c & (c - 1) == 0 for c in got)
+        sizes.update(got)
+    assert len(sizes) == MAX_CHUNK.bit_length()  # 1, 2, 4, ... MAX_CHUNK: each parsed once
 
 
-async def test_the_database_derives_the_same_utc_day_as_day_of(store: Store) -> None:
-    midnight = 1_750_032_000.0  # 2025-06-16 00:00:00 UTC
-    stamps = (midnight - 0.25, midnight, midnight + 86399.75)
-    await store.insert_usage([event(i, ts=ts) for i, ts in enumerate(stamps)])
-    rows = await store.usage(filters={}, day_from=None, day_to=None, group_by=["day"])
-    assert [(r["day"], r["requests"]) for r in rows] == [("2025-06-15", 1), ("2025-06-16", 2)]
-    assert [day_of(ts) for ts in stamps] == ["2025-06-15", "2025-06-16", "2025-06-16"]
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+async def test_version_1_usage_rows_are_folded_into_daily_totals(engine: str, tmp_path: object,
+                                                                  pg_schema: str) -> None:
+    db = await (connect(f"sqlite:///{tmp_path}/v1.db") if engine == "sqlite"
+                else connect(PG_URL, schema=pg_schema, pool_size=2))
+    try:
+        await _fold_version_1(db)
+    finally:
+        await db.close()
+        if engine == "postgres":
+            await drop_schema(pg_schema)
+
+
+async def _fold_version_1(db: Database) -> None:
+    from admin.migrations import MIGRATIONS as ALL
+
+    async with db.transaction() as tx:  # a database left at version 1 with per-event rows
+        await tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                         "(version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)")
+        for sql in ALL[0][1]:
+            await tx.execute(sql)
+        await tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (1, 0)")
+        for i, status in enumerate((200, 200, 500)):
+            await tx.execute(
+                "INSERT INTO usage_events VALUES "
+                "($1, $2, '2025-06-16', $3, 'acme', NULL, 'm', 'd', 3, 4, $4, $5, 1, 0, 0)",
+                f"e{i}", 1_750_032_000.0, f"r{i}", 10 * (status == 200), status)
+    assert await migrate(db) == MIGRATIONS[-1][0]
+    rows = await Store(db).usage(filters={}, day_from=None, day_to=None, group_by=["day", "key"])
+    assert [(r["day"], r["key_id"], r["requests"], r["failed"], r["cost_nusd"]) for r in rows] == [
+        ("2025-06-16", None, 3, 1, 20)]
 
 
 async def test_migrations_are_numbered_and_idempotent(db: Database) -> None:

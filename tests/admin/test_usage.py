@@ -85,13 +85,35 @@ async def test_full_queue_spills_instead_of_dropping(tmp_path: Path) -> None:
     assert sorted(sink.batches[0] + replayed.batches[0]) == [f"e{i}" for i in range(5)]
 
 
-async def test_torn_spill_line_is_skipped(tmp_path: Path) -> None:
+async def test_spill_lines_of_an_older_release_replay_and_a_torn_one_is_skipped(tmp_path: Path) -> None:
     sink = FlakySink()
     (tmp_path / "usage-1-x.jsonl").write_bytes(
         b'{"id":"a","ts":1.0,"request_id":"r","tenant_id":"t","key_id":null,"model":"m","deployment":null,'
         b'"prompt_tokens":1,"completion_tokens":1,"cost_nusd":1,"status":200,"latency_ms":1,'
         b'"cached":false,"stream":false}\n{"id":"b","ts')
     assert await UsageRecorder(sink, tmp_path).replay() == 1
+
+
+async def test_a_spilled_batch_is_replayed_as_the_same_batch(tmp_path: Path) -> None:
+    """The store applies a batch once by id (digest of its event ids), so a replay must hand it
+    the same batches that failed, not a regrouping; a torn last line loses only its batch."""
+    sink = FlakySink()
+    sink.down = True
+    rec = UsageRecorder(sink, tmp_path, batch=5, interval=0.01, retries=0)
+    await rec.start()
+    for i in range(12):
+        rec.record(ev(i))
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if rec.spilled == 12:
+            break
+    await rec.stop()
+    spill = spill_files(tmp_path)[0]
+    with spill.open("ab") as f:
+        f.write(b'{"batch": [{"id": "torn"')
+    replayed = FlakySink()
+    assert await UsageRecorder(replayed, tmp_path).replay() == 12
+    assert replayed.batches == [[f"e{i}" for i in range(k, min(k + 5, 12))] for k in (0, 5, 10)]
 
 
 async def test_stop_writes_the_events_the_flush_loop_waits_on(tmp_path: Path) -> None:
