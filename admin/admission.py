@@ -75,18 +75,13 @@ class QuotaAdmission:
         self._id_prefix = secrets.token_hex(6)
         self._ids = itertools.count()
 
-    def new_id(self) -> str:
-        return f"{self._id_prefix}{next(self._ids):x}"
-
     async def admit(self, principal: Principal, estimate: Estimate) -> Ticket:
         scopes: tuple[Scope, ...] = principal.attributes.get(SCOPES_ATTR, ())  # limited ones only
         price = self.catalogue.price(estimate.model)
+        prompt, out = estimate.prompt_tokens, estimate.max_output_tokens
         req = AdmitRequest(
-            req_id=self.new_id(),  # also the usage event's id: one event per ticket
-            scopes=scopes,
-            tokens=estimate.prompt_tokens + estimate.max_output_tokens,
-            cost_nusd=price.cost_nusd(estimate.prompt_tokens, estimate.max_output_tokens),
-            now=self._clock(),
+            f"{self._id_prefix}{next(self._ids):x}",  # the ticket's id, also its usage event's
+            scopes, prompt + out, price.cost_nusd(prompt, out), self._clock(),
         )
         if scopes:
             try:
@@ -133,13 +128,14 @@ class AdmissionTicket:
             return
         self._done = True
         usage = outcome.usage
-        cost = 0 if outcome.cached else self.price.cost_nusd(usage.prompt_tokens, usage.completion_tokens)
+        prompt, completion = usage.prompt_tokens, usage.completion_tokens
+        cost = 0 if outcome.cached else self.price.cost_nusd(prompt, completion)
         # The usage event is recorded first and unconditionally: the quota store's own
         # failure (Redis down) must not lose metering; its reservation then expires by lease.
-        self._record(outcome.model, outcome.deployment, usage.prompt_tokens, usage.completion_tokens,
-                     cost, outcome.status, outcome.latency_s, outcome.cached, outcome.stream)
+        self._record(outcome.model, outcome.deployment, prompt, completion, cost, outcome.status,
+                     outcome.latency_s, outcome.cached, outcome.stream)
         if self.req.scopes:
-            self._finish(usage.total_tokens, cost)
+            self._finish(prompt + completion, cost)
 
     def release(self, status: int) -> None:
         if self._done:
@@ -152,7 +148,8 @@ class AdmissionTicket:
     def _finish(self, tokens: int | None, cost: int) -> None:
         done = self._owner.quota.finish_soon(self.req, tokens, cost)
         if isinstance(done, list):
-            _alert(done)
+            if done:
+                _alert(done)
         else:
             done.add_done_callback(_after_finish)
 
@@ -160,9 +157,9 @@ class AdmissionTicket:
         self, model: str, deployment: str | None, prompt: int, completion: int, cost: int,
         status: int, latency_s: float, cached: bool, stream: bool,
     ) -> None:
-        principal = self.principal
-        self._owner.usage.record(UsageEvent(
-            self.req.req_id, self._owner._clock(), self.estimate.request_id, principal.tenant,
+        principal, owner = self.principal, self._owner
+        owner.usage.record(UsageEvent(
+            self.req.req_id, owner._clock(), self.estimate.request_id, principal.tenant,
             principal.key_id, model, deployment, prompt, completion, cost, status,
             math.ceil(latency_s * 1000), cached, stream,
         ))
