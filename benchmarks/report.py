@@ -69,10 +69,15 @@ def _more_sections(s: dict[str, Any]) -> list[str]:
                      f"{f['result']['p99_ms']} ms, {f['result']['rps']} req/s.\n")
     if "features" in s:
         parts.append("## Features on/off (0 ms upstream)\n")
-        header = ["features", "conc.", "req/s", "vs none", "p50 ms", "added p50 vs none", "p99 ms", "RSS MiB"]
+        header = ["features", "conc.", "req/s", "vs none", "vs none, shared core", "p50 ms", "added p50 vs none",
+                  "p99 ms", "RSS MiB"]
         parts.append(_table(header,
-                            [[x["features"], x["connections"], x["rps"], x["rps_vs_none"], x["p50_ms"],
-                              x["added_p50_vs_none_ms"], x["p99_ms"], x["rss_mb"]] for x in s["features"]["rows"]]))
+                            [[x["features"], x["connections"], x["rps"], x["rps_vs_none"],
+                              x.get("rps_vs_none_shared", ""), x["p50_ms"], x["added_p50_vs_none_ms"], x["p99_ms"],
+                              x["rss_mb"]] for x in s["features"]["rows"]]))
+        parts.append("\n\"vs none\": ratio of interleaved medians. \"shared core\": each set and the baseline "
+                     "loaded at the same time on the same CPU, median of the per-round ratios "
+                     "(benchmarks/shared_core.py; the steadier of the two on a noisy machine).\n")
     if "peers" in s:
         p = s["peers"]
         parts.append("## Peers (same mock, same CPU, same run)\n")

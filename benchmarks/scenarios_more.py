@@ -8,6 +8,7 @@ from benchmarks import features as feat
 from benchmarks.interleave import Target, measure
 from benchmarks.procs import start_mock
 from benchmarks.scenarios import CACHEABLE, CHAT, Run, compare, kill_after, metric_value, running, turnout
+from benchmarks.shared_core import shared_ratios
 
 
 def cache_hits(run: Run, connections: int = 64, upstream_ms: float = 20.0) -> dict[str, Any]:
@@ -46,7 +47,8 @@ FEATURE_SETS = (feat.BASELINE, feat.METRICS, feat.ADMIN_ONLY, feat.PRODUCTION,
 
 
 def feature_matrix(run: Run, concurrencies: tuple[int, ...] = (1, 64)) -> dict[str, Any]:
-    run.log("features: every feature set started at once against the same 0 ms mock; interleaved rounds")
+    run.log("features: every feature set started at once against the same 0 ms mock; interleaved rounds, then "
+            "each set together with the baseline on the shared core")
     mock = start_mock(run.load_cpus)
     targets: list[Target] = []
     try:
@@ -55,6 +57,7 @@ def feature_matrix(run: Run, concurrencies: tuple[int, ...] = (1, 64)) -> dict[s
             targets.append((features.name, gw, headers))
             run.wrk(f"{features.name[:20]} warmup", gw, CHAT, 8, headers)
         got = measure(run, targets, CHAT, list(concurrencies), run.rounds)
+        shared = shared_ratios(run, targets[0], targets[1:], CHAT, max(concurrencies), run.rounds)
         rss = {name: round(svc.rss_mb(), 1) for name, svc, _ in targets}
     finally:
         for _, svc, _ in targets:
@@ -66,4 +69,6 @@ def feature_matrix(run: Run, concurrencies: tuple[int, ...] = (1, 64)) -> dict[s
         ref = base[row["connections"]]
         row["rps_vs_none"] = round(row["rps"] / ref["rps"], 3) if ref["rps"] else None
         row["added_p50_vs_none_ms"] = round(row["p50_ms"] - ref["p50_ms"], 3)
+        if row["connections"] == max(concurrencies) and row["features"] in shared:
+            row.update(shared[row["features"]])
     return {"rows": rows}

@@ -89,3 +89,27 @@ def test_wrk_against_the_real_mock() -> None:
         mock.stop()
     assert closed.requests > 100 and closed.errors == 0 and closed.p50_ms > 0
     assert 100 <= opened.rps <= 300 and opened.mode == "open"  # Poisson arrivals at ~200 req/s
+
+
+def test_shared_core_ratios_run_each_pair_at_once_and_take_the_median() -> None:
+    import threading
+
+    from benchmarks.load import LoadResult
+    from benchmarks.shared_core import shared_ratios
+
+    together = threading.Barrier(2, timeout=5)  # broken unless both loads are running at once
+
+    class FakeRun:
+        rps = {"none": [1000.0, 1000.0, 800.0], "admin": [900.0, 700.0, 720.0]}
+
+        def log(self, line: str) -> None:
+            pass
+
+        def wrk(self, label: str, svc: object, body: bytes, c: int, headers: dict[str, str]) -> LoadResult:
+            together.wait()
+            return LoadResult(label, c, 1.0, 1, self.rps[label.split(" ")[0]].pop(0), 1, 1, 1, 1, 1, 0)
+
+    run = FakeRun()
+    got = shared_ratios(run, ("none", None, {}), [("admin", None, {})], b"{}", 64, 3)  # type: ignore[arg-type, list-item]
+    assert got["admin"]["shared_rounds"] == [0.9, 0.7, 0.9] and got["admin"]["rps_vs_none_shared"] == 0.9
+    assert got["admin"]["shared_total_rps"] == 1700
