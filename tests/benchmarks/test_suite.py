@@ -113,3 +113,14 @@ def test_shared_core_ratios_run_each_pair_at_once_and_take_the_median() -> None:
     got = shared_ratios(run, ("none", None, {}), [("admin", None, {})], b"{}", 64, 3)  # type: ignore[arg-type, list-item]
     assert got["admin"]["shared_rounds"] == [0.9, 0.7, 0.9] and got["admin"]["rps_vs_none_shared"] == 0.9
     assert got["admin"]["shared_total_rps"] == 1700
+
+
+def test_instruction_totals_are_read_from_a_callgrind_dump(tmp_path: Path) -> None:
+    from benchmarks.instructions import _total
+
+    dump = tmp_path / "callgrind.out.1"
+    dump.write_text("# callgrind format\nversion: 1\nevents: Ir\nfn=(1) main\n0 10\nsummary: 4711\ntotals: 4711\n")
+    assert _total(dump) == 4711
+    (tmp_path / "empty").write_text("events: Ir\n")
+    with pytest.raises(RuntimeError, match="no totals"):
+        _total(tmp_path / "empty")
