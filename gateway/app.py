@@ -26,7 +26,7 @@ from configs.schema import GatewayConfig
 from gateway.handlers import add_routes
 from gateway.interfaces import AdmitAll, NoCache, OpenAuthenticator
 from gateway.keys import ADMISSION, AUTHENTICATOR, HTTP_SESSION, PIPELINE, RESPONSE_CACHE, RUNTIME, TASKS
-from gateway.middleware import make_auth, make_envelope
+from gateway.middleware import make_envelope
 from gateway.observe import install as install_observability
 from gateway.pipeline import Pipeline
 from gateway.runtime import RuntimeHolder, build_runtime
@@ -44,15 +44,14 @@ def create_app(cfg: GatewayConfig) -> web.Application:
     app[RESPONSE_CACHE] = NoCache()
     app[TASKS] = TaskTracker()
     install_observability(app, cfg)  # outermost: sees every final status; serves a public /metrics
-    app.middlewares.append(make_envelope())
     app.cleanup_ctx.append(_core_ctx(cfg))
     if cfg.cache is not None:
         _install_cache(app, cfg)
     if cfg.admin is not None:
         # admin plugs in from above: gateway never imports it statically (layering contract).
         importlib.import_module("admin.plugin").setup(app, cfg)
-    if not isinstance(app[AUTHENTICATOR], OpenAuthenticator):
-        app.middlewares.append(make_auth())
+    # Next after observability (plug-ins add no middlewares); auth inside it when installed.
+    app.middlewares.append(make_envelope(authenticate=not isinstance(app[AUTHENTICATOR], OpenAuthenticator)))
     app.cleanup_ctx.append(_drain_ctx)
     app.on_startup.append(_build_pipeline)
     add_routes(app)

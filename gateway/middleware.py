@@ -2,8 +2,9 @@
 
 - ``make_envelope``: outermost. Request id (accepted from ``x-request-id`` or generated) and the
   one place where any exception becomes an OpenAI-style error response (errors.to_http).
-- ``make_auth``: deny by default; only PUBLIC_ROUTES skip it. Added only when an authenticator
-  other than the open one is configured, so the demo pays nothing for it.
+- auth: deny by default; only PUBLIC_ROUTES skip it. Runs inside the envelope
+  (``make_envelope(authenticate=True)``) only when an authenticator other than the open one is
+  configured, so the demo pays nothing for it; ``make_auth`` is the same step as its own layer.
 """
 
 from __future__ import annotations
@@ -71,7 +72,10 @@ def error_response(http: HttpError, request_id: str) -> web.Response:
                         headers={**http.headers, "x-request-id": request_id})
 
 
-def make_envelope() -> Middleware:
+def make_envelope(authenticate: bool = False) -> Middleware:
+    """With ``authenticate``, the auth step runs inside the envelope (what ``make_auth`` does as
+    a layer of its own): one middleware layer less per request when an authenticator is on."""
+
     @web.middleware
     async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse:
         rid = request.headers.get("x-request-id")
@@ -79,6 +83,8 @@ def make_envelope() -> Middleware:
             rid = new_request_id()
         request[REQUEST_ID] = rid
         try:
+            if authenticate:
+                await _authenticate(request)
             resp = await handler(request)
         except web.HTTPException as exc:
             if exc.status < 400:
@@ -98,16 +104,24 @@ def make_envelope() -> Middleware:
     return envelope
 
 
+async def _authenticate(request: web.Request) -> None:
+    """Deny by default: every route but PUBLIC_ROUTES needs a principal. The admin sub-app
+    authenticates with its own admin key."""
+    path = request.path
+    if path in PUBLIC_ROUTES or path.startswith(ADMIN_PREFIX):
+        return
+    principal = await request.app[AUTHENTICATOR].authenticate(request)
+    if principal is None:
+        raise AuthenticationError("missing or invalid API key")
+    request[PRINCIPAL] = principal
+
+
 def make_auth() -> Middleware:
+    """Auth as a separate layer, for apps composed by hand (create_app folds it into the envelope)."""
+
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        # The admin sub-app authenticates with its own admin key.
-        if request.path in PUBLIC_ROUTES or request.path.startswith(ADMIN_PREFIX):
-            return await handler(request)
-        principal = await request.app[AUTHENTICATOR].authenticate(request)
-        if principal is None:
-            raise AuthenticationError("missing or invalid API key")
-        request[PRINCIPAL] = principal
+        await _authenticate(request)
         return await handler(request)
 
     return auth
