@@ -155,18 +155,12 @@ class MemoryQuota:
     def admit_now(self, req: AdmitRequest) -> Decision | None:
         """Check-then-commit with no await in between (atomic on the event loop); None when a
         budget period has to be seeded from the database first."""
-        # One pass per scope with the ledger check inlined: this runs for every request, and
-        # each helper call here cost more than the arithmetic it wraps.
         now, scopes, window = req.now, req.scopes, self._window
         states = []
-        for scope in scopes:
-            state = self._scopes.get(scope.id) or self._state(scope.id)
-            lim = scope.limits
-            if lim.budget_usd is not None:
-                ledger = state.ledger
-                if ledger is None or ledger.kind != lim.budget_period or not (
-                        ledger.period.start <= now < ledger.period.end):
-                    return None
+        for scope in scopes:  # one pass: states looked up once, no generator
+            state = self._state(scope.id)
+            if state.needs_ledger(scope.limits, now):
+                return None
             states.append(state)
         for scope, state in zip(scopes, states, strict=True):
             state.purge(now, window)
