@@ -19,7 +19,6 @@ from admin import keygen, usage_rollup
 from admin.db import Database, Row, fetchone
 from admin.errors import Conflict, InvalidRequest, NotFound
 from admin.models import ApiKey, Limits, Tenant, UsageEvent
-from admin.usage_rollup import day_of
 
 _TENANT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _KEY_COLUMNS = "id, tenant_id, hash, name, limits, created_at, expires_at, revoked_at, replaced_by"
@@ -194,7 +193,7 @@ class Store:
             self.db,
             f"SELECT CAST(COALESCE(SUM(cost_nusd), 0) AS BIGINT) AS spent FROM usage_daily "
             f"WHERE {column} = $1 AND day >= $2",
-            scope_id, day_of(since),
+            scope_id, usage_rollup.day_of(since),
         )
         return int(row["spent"]) if row else 0
 
@@ -212,8 +211,7 @@ class Store:
                 args.append(day)
                 where.append(f"day {op} ${len(args)}")
         groups = [_GROUPS[g] for g in group_by]
-        sums = ("requests", "failed", "cached", "prompt_tokens", "completion_tokens", "cost_nusd")
-        select = ", ".join([*groups, *(f"CAST(COALESCE(SUM({c}), 0) AS BIGINT) AS {c}" for c in sums)])
+        select = ", ".join([*groups, *(f"CAST(COALESCE(SUM({c}), 0) AS BIGINT) AS {c}" for c in usage_rollup.SUMS)])
         sql = f"SELECT {select} FROM usage_daily"
         if where:
             sql += " WHERE " + " AND ".join(where)

@@ -22,7 +22,7 @@ from admin.models import UsageEvent
 MAX_CHUNK = 256  # rows per statement at most: 2,560 parameters, far under both engines' caps
 COLUMNS = ("day", "tenant_id", "key_id", "model", "requests", "failed", "cached", "prompt_tokens",
            "completion_tokens", "cost_nusd")
-_SUMS = COLUMNS[4:]
+SUMS = COLUMNS[4:]  # the summed columns
 Total = tuple[str, str, str, str, int, int, int, int, int, int]  # a row in COLUMNS order
 
 
@@ -37,8 +37,10 @@ def _day_of_index(day: int) -> str:
 
 
 def rollup(events: Sequence[UsageEvent]) -> list[Total]:
-    """Daily totals of ``events``; a keyless event counts under key ``''``; a status of 400
-    or more counts as failed."""
+    """Daily totals of ``events``, sorted by group; a keyless event counts under key ``''``; a
+    status of 400 or more counts as failed. Sorted because every writer then takes the rows'
+    locks in the same order: two PostgreSQL replicas upserting the same groups in opposite
+    orders could deadlock."""
     acc: dict[tuple[str, str, str, str], list[int]] = {}
     for e in events:
         group = (day_of(e.ts), e.tenant_id, e.key_id or "", e.model)
@@ -51,7 +53,7 @@ def rollup(events: Sequence[UsageEvent]) -> list[Total]:
         sums[3] += e.prompt_tokens
         sums[4] += e.completion_tokens
         sums[5] += e.cost_nusd
-    return [(*group, *sums) for group, sums in acc.items()]  # type: ignore[misc]
+    return [(*group, *sums) for group, sums in sorted(acc.items())]  # type: ignore[misc]
 
 
 def batch_id(events: Sequence[UsageEvent]) -> str:
@@ -72,6 +74,6 @@ def upsert_sql(rows: int) -> str:
     width = len(COLUMNS)
     values = ", ".join(
         "(" + ", ".join(f"${r * width + k + 1}" for k in range(width)) + ")" for r in range(rows))
-    adds = ", ".join(f"{c} = usage_daily.{c} + excluded.{c}" for c in _SUMS)
+    adds = ", ".join(f"{c} = usage_daily.{c} + excluded.{c}" for c in SUMS)
     return (f"INSERT INTO usage_daily ({', '.join(COLUMNS)}) VALUES {values} "
             f"ON CONFLICT (day, tenant_id, key_id, model) DO UPDATE SET {adds}")

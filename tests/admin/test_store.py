@@ -82,9 +82,9 @@ def test_rollup_groups_by_day_tenant_key_model() -> None:
     from admin.usage_rollup import batch_id, rollup
 
     midnight = 1_750_032_000.0  # 2025-06-16 00:00:00 UTC
-    events = [event(0, ts=midnight - 0.25), event(1, ts=midnight), event(2, ts=midnight + 5, model="x"),
-              event(3, ts=midnight + 86399.75)]
-    assert sorted(rollup(events)) == [
+    events = [event(2, ts=midnight + 5, model="x"), event(0, ts=midnight - 0.25), event(1, ts=midnight),
+              event(3, ts=midnight + 86399.75)]  # groups first seen out of order
+    assert rollup(events) == [  # sorted by group: one lock order for every writer
         ("2025-06-15", "acme", "k1", "m", 1, 0, 0, 3, 4, 10),
         ("2025-06-16", "acme", "k1", "m", 2, 0, 0, 6, 8, 20),
         ("2025-06-16", "acme", "k1", "x", 1, 0, 0, 3, 4, 10),
