@@ -13,7 +13,7 @@ would do alone on the same core provided the load CPUs keep both saturated; ``sh
 from __future__ import annotations
 
 import statistics
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.load import LoadResult
@@ -24,35 +24,27 @@ if TYPE_CHECKING:
 
 
 def _together(run: Run, pair: tuple[Target, Target], body: bytes, connections: int) -> list[LoadResult]:
-    results: list[LoadResult | None] = [None, None]
-
-    def drive(i: int) -> None:
-        name, svc, headers = pair[i]
-        results[i] = run.wrk(f"{name[:20]} (shared)", svc, body, connections, headers)
-
-    threads = [threading.Thread(target=drive, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if results[0] is None or results[1] is None:
-        raise RuntimeError("a shared-core load run failed")
-    return [results[0], results[1]]
+    """Both loads at once; a failed one re-raises its own error here."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = [pool.submit(run.wrk, f"{name[:20]} (shared)", svc, body, connections, headers)
+                for name, svc, headers in pair]
+        return [done.result() for done in runs]
 
 
 def shared_ratios(run: Run, base: Target, others: list[Target], body: bytes, connections: int,
                   rounds: int) -> dict[str, dict[str, Any]]:
-    """name → median over rounds of (target req/s / baseline req/s) measured together, with
-    the per-round ratios."""
+    """name → median over rounds of (target req/s / baseline req/s) measured together, the
+    per-round ratios, and the median of the pair's summed req/s."""
     ratios: dict[str, list[float]] = {name: [] for name, _, _ in others}
-    totals: list[float] = []
+    totals: dict[str, list[float]] = {name: [] for name, _, _ in others}
     for n in range(rounds):
         run.log(f" shared-core round {n + 1}/{rounds}")
         for target in others:
             first, second = _together(run, (base, target), body, connections)
             if first.rps:
                 ratios[target[0]].append(second.rps / first.rps)
-            totals.append(first.rps + second.rps)
+            totals[target[0]].append(first.rps + second.rps)
     return {name: {"rps_vs_none_shared": round(statistics.median(r), 3) if r else None,
-                   "shared_rounds": [round(x, 3) for x in r], "shared_total_rps": round(statistics.median(totals))}
+                   "shared_rounds": [round(x, 3) for x in r],
+                   "shared_total_rps": round(statistics.median(totals[name]))}
             for name, r in ratios.items()}

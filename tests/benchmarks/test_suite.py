@@ -114,6 +114,13 @@ def test_shared_core_ratios_run_each_pair_at_once_and_take_the_median() -> None:
     assert got["admin"]["shared_rounds"] == [0.9, 0.7, 0.9] and got["admin"]["rps_vs_none_shared"] == 0.9
     assert got["admin"]["shared_total_rps"] == 1700
 
+    class FailingRun(FakeRun):
+        def wrk(self, label: str, svc: object, body: bytes, c: int, headers: dict[str, str]) -> LoadResult:
+            raise RuntimeError("wrk exited 1")
+
+    with pytest.raises(RuntimeError, match="wrk exited 1"):  # a failed load keeps its own error
+        shared_ratios(FailingRun(), ("none", None, {}), [("admin", None, {})], b"{}", 64, 1)  # type: ignore[arg-type, list-item]
+
 
 def test_instruction_totals_are_read_from_a_callgrind_dump(tmp_path: Path) -> None:
     from benchmarks.instructions import _total
