@@ -83,19 +83,16 @@ class SemanticIndex:
         """``search`` for each (scope, vector row): one faiss call per distinct scope for all
         its rows (a batch of lookups in one scope is one matrix product, not one per row)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if len(set(scopes)) == len(scopes):  # the usual step: one lookup per scope, row views
-            out_rows = []
-            for i, scope in enumerate(scopes):
-                with self._lock:  # per scope, as every operation: never held across the batch
-                    out_rows.append(self._search_rows(scope, vectors[i:i + 1], k)[0])
-            return out_rows
         rows: dict[str, list[int]] = {}
         for i, scope in enumerate(scopes):
             rows.setdefault(scope, []).append(i)
         out: list[list[tuple[Entry, float]]] = [[] for _ in scopes]
         for scope, idx in rows.items():
-            with self._lock:
-                found = self._search_rows(scope, vectors[idx], k)
+            # One row (the usual step: one lookup per scope) is a contiguous view; several
+            # are gathered into a copy.
+            block = vectors[idx[0]:idx[0] + 1] if len(idx) == 1 else vectors[idx]
+            with self._lock:  # per scope, as every operation: never held across the batch
+                found = self._search_rows(scope, block, k)
             for i, hits in zip(idx, found, strict=True):
                 out[i] = hits
         return out

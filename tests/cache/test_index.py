@@ -61,7 +61,7 @@ def test_search_many_groups_rows_by_scope_and_equals_one_by_one(embedder: Embedd
 
 
 def test_search_many_with_one_row_per_scope_equals_the_faiss_wrapper(embedder: Embedder) -> None:
-    """The row-view fast path (distinct scopes) calls ``search_c`` directly: same results,
+    """One row per scope (a contiguous view passed to ``search_c`` directly): same results,
     bit for bit, as faiss's own Python ``search`` on each scope."""
     index = SemanticIndex(embedder.dim, max_entries=20)
     texts = ["how to cook rice", "how to boil eggs", "learn python fast", "learn java fast", "fix a bike"]
