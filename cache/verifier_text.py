@@ -89,8 +89,12 @@ def parse(text: str) -> Parsed:
     # digit), so the words already hold the numbers: one regex pass per text, not two.
     numbers = {w.replace(",", "") for w in words if w[0].isdigit()} | (lower_set & _NUMBER_WORDS)
     entities = {w.lower() for w in words[1:] if w[:1].isupper()} - _STOP
-    asked = lower_set & _WH_SET
-    wh = None if not asked else next(iter(asked)) if len(asked) == 1 else next(w for w in lower if w in asked)
+    asked = lower_set & _WH_SET  # the first question word in order; a scan only if several
+    wh = None
+    if len(asked) == 1:
+        wh = next(iter(asked))
+    elif asked:
+        wh = next(w for w in lower if w in asked)
     if "n't" in squashed:
         negations = [w for w in lower if w in _NEGATIONS or w.endswith("n't")]
     else:
