@@ -149,17 +149,23 @@ class KeyAuthenticator:
         self._verified: dict[str, tuple[str, str]] = {}
         self._remember = remember
 
-    async def authenticate(self, request: web.Request) -> Principal:
+    def authenticate_now(self, request: web.Request) -> Principal | None:
+        """A returning client (a remembered header whose key is in the cache): no parsing, no
+        hashing, no await. None otherwise."""
         header = request.headers.get("Authorization")
         known = self._verified.get(header) if header is not None else None
-        if known is not None:  # a returning client: no parsing, no hashing
+        if known is not None:
             entry = self._cache.fresh(known[0])
             resolved = entry[1] if entry is not None else None
             if resolved is not None and resolved.key.hash == known[1]:
                 return self._usable(resolved)
-        return await self._authenticate(request, header)
+        return None
 
-    async def _authenticate(self, request: web.Request, header: str | None) -> Principal:
+    async def authenticate(self, request: web.Request) -> Principal:
+        return self.authenticate_now(request) or await self._authenticate(request)
+
+    async def _authenticate(self, request: web.Request) -> Principal:
+        header = request.headers.get("Authorization")
         presented = bearer(request)
         if presented is None:
             raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")

@@ -29,6 +29,9 @@ ADMIN_MOUNT = "/admin/v1"
 
 
 class _Starting:
+    def authenticate_now(self, request: web.Request) -> Principal:
+        raise AuthenticationError("the gateway is starting")
+
     async def authenticate(self, request: web.Request) -> Principal:
         raise AuthenticationError("the gateway is starting")
 

@@ -4,6 +4,9 @@ The gateway owns these Protocols and ships trivial defaults, so it runs with not
 configured. ``admin`` implements Authenticator/Admission; ``cache`` is adapted to
 ResponseCache by gateway code. Nothing here imports admin or cache.
 
+Authenticator and Admission each have a synchronous ``*_now`` twin for the case that needs no
+I/O, so the usual request creates no coroutine for them; the async method is the fallback.
+
 Order on the request path (see pipeline.py):
     authenticate → parse/validate → admit (reserve) → cache lookup → execute → settle/release
 A Ticket is always finished exactly once: ``settle`` after a completed response (including a
@@ -38,6 +41,11 @@ ANONYMOUS = Principal()
 
 
 class Authenticator(Protocol):
+    def authenticate_now(self, request: web.Request) -> Principal | None:
+        """The caller when it is known without I/O (the request path's usual case: a returning
+        client), else None: then the gateway awaits ``authenticate``. May raise like it."""
+        ...
+
     async def authenticate(self, request: web.Request) -> Principal:
         """Return the caller or raise ``gateway.errors.AuthenticationError``."""
         ...
@@ -73,6 +81,11 @@ class Ticket(Protocol):
 
 
 class Admission(Protocol):
+    def admit_now(self, principal: Principal, estimate: Estimate) -> Ticket | None:
+        """``admit`` when it can decide without I/O (the request path's usual case), else None:
+        then the gateway awaits ``admit``. Raises like ``admit``."""
+        ...
+
     async def admit(self, principal: Principal, estimate: Estimate) -> Ticket:
         """Reserve rate-limit and budget capacity or raise ``RateLimited``/``BudgetExceeded``."""
         ...
@@ -80,6 +93,9 @@ class Admission(Protocol):
 
 class OpenAuthenticator:
     """Auth off: every caller is the default tenant. Used by the embedded demo config."""
+
+    def authenticate_now(self, request: web.Request) -> Principal:
+        return ANONYMOUS
 
     async def authenticate(self, request: web.Request) -> Principal:
         return ANONYMOUS
@@ -97,6 +113,9 @@ NOOP_TICKET: Ticket = _NoopTicket()
 
 
 class AdmitAll:
+    def admit_now(self, principal: Principal, estimate: Estimate) -> Ticket:
+        return NOOP_TICKET
+
     async def admit(self, principal: Principal, estimate: Estimate) -> Ticket:
         return NOOP_TICKET
 

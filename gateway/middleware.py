@@ -83,7 +83,7 @@ def make_envelope(authenticate: bool = False) -> Middleware:
             rid = new_request_id()
         request[REQUEST_ID] = rid
         try:
-            if authenticate:
+            if authenticate and not _authenticated_now(request):
                 await _authenticate(request)
             resp = await handler(request)
         except web.HTTPException as exc:
@@ -104,12 +104,21 @@ def make_envelope(authenticate: bool = False) -> Middleware:
     return envelope
 
 
-async def _authenticate(request: web.Request) -> None:
-    """Deny by default: every route but PUBLIC_ROUTES needs a principal. The admin sub-app
-    authenticates with its own admin key."""
+def _authenticated_now(request: web.Request) -> bool:
+    """Deny by default: every route but PUBLIC_ROUTES needs a principal (the admin sub-app
+    authenticates with its own admin key). True when that is settled without I/O (a public
+    route, or the authenticator knows the caller at once); False: await ``_authenticate``."""
     path = request.path
     if path in PUBLIC_ROUTES or path.startswith(ADMIN_PREFIX):
-        return
+        return True
+    principal = request.app[AUTHENTICATOR].authenticate_now(request)
+    if principal is None:
+        return False
+    request[PRINCIPAL] = principal
+    return True
+
+
+async def _authenticate(request: web.Request) -> None:
     principal = await request.app[AUTHENTICATOR].authenticate(request)
     if principal is None:
         raise AuthenticationError("missing or invalid API key")
@@ -121,7 +130,8 @@ def make_auth() -> Middleware:
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        await _authenticate(request)
+        if not _authenticated_now(request):
+            await _authenticate(request)
         return await handler(request)
 
     return auth

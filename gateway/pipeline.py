@@ -109,16 +109,25 @@ class Pipeline:
         ctx.obs.model = alias
         return model
 
+    def admit_now(self, ctx: RequestContext, model: ModelConfig, body: dict[str, Any]) -> Ticket | None:
+        """The admission ticket when it is decided without I/O (the usual case: no coroutine on
+        the request path), else None: then await ``admit``."""
+        if not self._admission_active:
+            return NOOP_TICKET
+        return self.admission.admit_now(ctx.principal, self._estimate(ctx, model, body))
+
     async def admit(self, ctx: RequestContext, model: ModelConfig, body: dict[str, Any]) -> Ticket:
         if not self._admission_active:
             return NOOP_TICKET
+        return await self.admission.admit(ctx.principal, self._estimate(ctx, model, body))
+
+    def _estimate(self, ctx: RequestContext, model: ModelConfig, body: dict[str, Any]) -> Estimate:
         max_out = body.get("max_completion_tokens") or body.get("max_tokens")
         if not isinstance(max_out, int):
             max_out = model.context_window or DEFAULT_MAX_OUTPUT
         n = body.get("n")
         n = n if isinstance(n, int) else 1
-        estimate = Estimate(model.name, self.counter.count_prompt(body), max_out * n, ctx.request_id)
-        return await self.admission.admit(ctx.principal, estimate)
+        return Estimate(model.name, self.counter.count_prompt(body), max_out * n, ctx.request_id)
 
     @staticmethod
     def finish(ticket: Ticket, outcome: Outcome | None, status: int) -> None:
@@ -163,7 +172,9 @@ class Pipeline:
                        body: dict[str, Any]) -> Served:
         runtime = self.holder.current
         model = self.resolve(runtime, ctx, alias, "chat")
-        ticket = await self.admit(ctx, model, body)
+        ticket = self.admit_now(ctx, model, body)
+        if ticket is None:
+            ticket = await self.admit(ctx, model, body)
         try:
             served = await self._complete(runtime, ctx, endpoint, alias, body, ticket)
         except BaseException as exc:
@@ -225,7 +236,9 @@ class Pipeline:
                           body: dict[str, Any]) -> OpenStream:
         runtime = self.holder.current
         model = self.resolve(runtime, ctx, alias, "chat")
-        ticket = await self.admit(ctx, model, body)
+        ticket = self.admit_now(ctx, model, body)
+        if ticket is None:
+            ticket = await self.admit(ctx, model, body)
         try:
             return await self._open_stream(runtime, ctx, endpoint, alias, body, ticket)
         except BaseException as exc:
@@ -266,7 +279,10 @@ class Pipeline:
     async def embed(self, ctx: RequestContext, alias: str, body: dict[str, Any]) -> Served:
         runtime = self.holder.current
         model = self.resolve(runtime, ctx, alias, "embedding")
-        ticket = await self.admit(ctx, model, {**body, "max_tokens": 1})
+        body_1 = {**body, "max_tokens": 1}
+        ticket = self.admit_now(ctx, model, body_1)
+        if ticket is None:
+            ticket = await self.admit(ctx, model, body_1)
         try:
             async def attempt(name: str, deployment: str) -> BackendResponse:
                 req = EmbeddingRequest(self._upstream_body(runtime, deployment, body),

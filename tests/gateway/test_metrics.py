@@ -154,6 +154,9 @@ async def test_metrics_endpoint_in_a_real_gateway(gateway: GatewayFactory, mock_
 
 
 class _Deny:
+    def authenticate_now(self, request: web.Request) -> Any:
+        return None  # always the awaited path
+
     async def authenticate(self, request: web.Request) -> Any:
         from gateway.errors import AuthenticationError
 
