@@ -10,10 +10,14 @@ budget period directly (a new period is seeded from the database on first use, t
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from admin.models import Limits
 from admin.quota import WINDOW_S, AdmitRequest, Decision, Period, Scope, SpentLoader, period_of
+
+ADMITTED = Decision(True)
+UNSEEDED = Decision(False, "unseeded")  # internal to this module: admit_now answers None
 
 
 @dataclass(slots=True)
@@ -38,9 +42,10 @@ class _Ledger:
 
 class _State:
     """Counters of one scope. Limits are read from the request's Scope every time (they can
-    change at runtime); only counts live here."""
+    change at runtime); only counts live here, plus the limits' nano-USD amounts, derived
+    again whenever the Limits object changes."""
 
-    __slots__ = ("ledger", "rpm", "running", "tpm", "tpm_total", "tpm_weights")
+    __slots__ = ("budget", "ledger", "limits", "rpm", "running", "soft", "tpm", "tpm_total", "tpm_weights")
 
     def __init__(self) -> None:
         self.rpm: deque[float] = deque()  # admission times, oldest first
@@ -49,39 +54,54 @@ class _State:
         self.tpm_total = 0
         self.running: dict[str, float] = {}  # rid -> lease end; insertion order is lease order
         self.ledger: _Ledger | None = None
+        self.limits: Limits | None = None  # the Limits that budget/soft were derived from
+        self.budget = 0  # nano-USD
+        self.soft = 0
 
     def needs_ledger(self, lim: Limits, now: float) -> bool:
         """A budget applies but this process has not seeded the ledger of now's period yet."""
         return lim.budget_usd is not None and (self.ledger is None or not self.ledger.covers(lim.budget_period, now))
 
-    def purge(self, now: float, window: float) -> None:
+    def _amounts(self, lim: Limits) -> None:
+        self.limits = lim
+        budget = lim.budget_usd or 0.0
+        self.budget, self.soft = round(budget * 1e9), round(budget * lim.soft_alert * 1e9)
+
+    def check(self, lim: Limits, req: AdmitRequest, scope_id: str, window: float) -> Decision | None:
+        """Expire what left the window, then the refusal if ``req`` does not fit, UNSEEDED if the
+        budget period's ledger must be seeded first, None if it fits. One call per scope: this
+        runs for every scope of every request."""
+        now = req.now
         cutoff = now - window
-        rpm, tpm = self.rpm, self.tpm
+        rpm, tpm, running = self.rpm, self.tpm, self.running
         while rpm and rpm[0] <= cutoff:
             rpm.popleft()
         while tpm and tpm[0][0] <= cutoff:
             self.tpm_total -= self.tpm_weights.pop(tpm.popleft()[1], 0)
-        running = self.running
         while running:  # lease order: stop at the first lease still held
             rid = next(iter(running))
             if running[rid] > now:
                 break
             del running[rid]
-
-    def refusal(self, lim: Limits, req: AdmitRequest, scope_id: str, window: float) -> Decision | None:
-        now = req.now
-        if lim.rpm is not None and len(self.rpm) >= lim.rpm:
-            return Decision(False, "rpm", scope_id, max(self.rpm[0] + window - now, 0.001) if self.rpm else 1.0)
+        if lim.rpm is not None and len(rpm) >= lim.rpm:
+            return Decision(False, "rpm", scope_id, max(rpm[0] + window - now, 0.001) if rpm else 1.0)
         if lim.tpm is not None and self.tpm_total + req.tokens > lim.tpm:
-            return Decision(False, "tpm", scope_id, max(self.tpm[0][0] + window - now, 0.001) if self.tpm else 1.0)
-        if lim.concurrency is not None and len(self.running) >= lim.concurrency:
+            return Decision(False, "tpm", scope_id, max(tpm[0][0] + window - now, 0.001) if tpm else 1.0)
+        if lim.concurrency is not None and len(running) >= lim.concurrency:
             return Decision(False, "concurrency", scope_id, 1.0)
-        ledger = self.ledger
-        if lim.budget_usd is not None and ledger is not None:
+        return None if lim.budget_usd is None else self._budget_check(lim, req, scope_id)
+
+    def _budget_check(self, lim: Limits, req: AdmitRequest, scope_id: str) -> Decision | None:
+        now, ledger = req.now, self.ledger
+        if ledger is None or not ledger.covers(lim.budget_period, now):
+            return UNSEEDED
+        if now >= ledger.next_expiry:
             ledger.purge(now)
-            budget = round(lim.budget_usd * 1e9)
-            if ledger.spent >= budget or ledger.spent + ledger.reserved_total + req.cost_nusd > budget:
-                return Decision(False, "budget", scope_id, ledger.period.end - now)
+        if lim is not self.limits:
+            self._amounts(lim)
+        budget = self.budget
+        if ledger.spent >= budget or ledger.spent + ledger.reserved_total + req.cost_nusd > budget:
+            return Decision(False, "budget", scope_id, ledger.period.end - now)
         return None
 
     def commit(self, lim: Limits, req: AdmitRequest, lease: float) -> None:
@@ -98,12 +118,14 @@ class _State:
         if lim.budget_usd is not None and ledger is not None:
             ledger.reserved[rid] = (req.cost_nusd, now + lease)
             ledger.reserved_total += req.cost_nusd
-            ledger.next_expiry = min(ledger.next_expiry, now + lease)
+            if now + lease < ledger.next_expiry:
+                ledger.next_expiry = now + lease
 
     def finish(self, lim: Limits, req: AdmitRequest, tokens: int | None, cost_nusd: int) -> bool:
         """Undo the reservation, count the real use; True if spend crossed the soft alert."""
         rid = req.req_id
-        self.running.pop(rid, None)
+        if self.running:
+            self.running.pop(rid, None)
         old = self.tpm_weights.get(rid)
         if old is not None:
             self.tpm_weights[rid] = tokens or 0
@@ -116,10 +138,11 @@ class _State:
             ledger.reserved_total -= reserved[0]
         if tokens is None:
             return False
-        soft = round(lim.budget_usd * lim.soft_alert * 1e9)
+        if lim is not self.limits:
+            self._amounts(lim)
         before = ledger.spent
         ledger.spent += cost_nusd
-        return before < soft <= ledger.spent
+        return before < self.soft <= ledger.spent
 
 
 class MemoryQuota:
@@ -155,24 +178,18 @@ class MemoryQuota:
     def admit_now(self, req: AdmitRequest) -> Decision | None:
         """Check-then-commit with no await in between (atomic on the event loop); None when a
         budget period has to be seeded from the database first."""
-        now, scopes, window = req.now, req.scopes, self._window
+        now, window = req.now, self._window
         states = []
-        for scope in scopes:  # one pass: states looked up once, no generator
-            state = self._state(scope.id)
-            if state.needs_ledger(scope.limits, now):
-                return None
-            states.append(state)
-        for scope, state in zip(scopes, states, strict=True):
-            state.purge(now, window)
-            refusal = state.refusal(scope.limits, req, scope.id, window)
+        for scope in req.scopes:  # one pass: states looked up once
+            state = self._scopes.get(scope.id) or self._state(scope.id)
+            refusal = state.check(scope.limits, req, scope.id, window)
             if refusal is not None:
-                refusal.remaining = self._remaining(req)
-                refusal.at = now
-                return refusal
+                return None if refusal is UNSEEDED else refusal._replace(remaining=self._remaining(req), at=now)
+            states.append(state)
         lease = self._lease
-        for scope, state in zip(scopes, states, strict=True):
+        for scope, state in zip(req.scopes, states):  # noqa: B905 - same length by construction
             state.commit(scope.limits, req, lease)
-        return Decision(True, at=now)
+        return ADMITTED
 
     def _remaining(self, req: AdmitRequest) -> list[tuple[int | None, int | None]]:
         out: list[tuple[int | None, int | None]] = []
@@ -184,17 +201,17 @@ class MemoryQuota:
             ))
         return out
 
-    def finish_now(self, req: AdmitRequest, tokens: int | None, cost_nusd: int) -> list[str]:
-        crossed: list[str] = []
+    def finish_now(self, req: AdmitRequest, tokens: int | None, cost_nusd: int) -> Sequence[str]:
+        crossed: Sequence[str] = ()  # the usual answer, without building a list
         for scope in req.scopes:
             state = self._scopes.get(scope.id)
             if state is not None and state.finish(scope.limits, req, tokens, cost_nusd):
-                crossed.append(scope.id)
+                crossed = [*crossed, scope.id]
         return crossed
 
-    finish_soon = finish_now  # nothing to wait for: the list itself is the Finished result
+    finish_soon = finish_now  # nothing to wait for: the ids themselves are the Finished result
 
-    async def finish(self, req: AdmitRequest, tokens: int | None, cost_nusd: int) -> list[str]:
+    async def finish(self, req: AdmitRequest, tokens: int | None, cost_nusd: int) -> Sequence[str]:
         return self.finish_now(req, tokens, cost_nusd)
 
     async def drain(self) -> None:

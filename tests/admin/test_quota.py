@@ -91,10 +91,10 @@ async def test_budget_reserve_settle_release_and_alert(make_quota: MakeQuota) ->
         assert (await q.admit(r)).ok
     refused = await q.admit(req(9, s, cost=NANO * 3 // 10))
     assert refused.reason == "budget" and refused.retry_after > 0
-    assert await q.finish(held[0], 10, NANO // 10) == []  # spent 0.1
+    assert list(await q.finish(held[0], 10, NANO // 10)) == []  # spent 0.1
     assert (await q.admit(req(10, s, cost=NANO * 3 // 10))).ok  # 0.1 + 0.9 reserved = 1.0
     await q.finish(held[1], None, 0)  # release frees 0.3
-    assert await q.finish(held[2], 10, NANO // 2) == ["t:acme"]  # 0.6 spent: crosses 0.5
+    assert list(await q.finish(held[2], 10, NANO // 2)) == ["t:acme"]  # 0.6 spent: crosses 0.5
     assert await q.budget_state(s, T0) == (NANO * 6 // 10, NANO * 3 // 10)
 
 
