@@ -9,6 +9,7 @@ process, from the offline copy (configs.environment).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -61,10 +62,14 @@ class TokenCounter:
 
     def count_messages(self, messages: Iterable[Any], model: str = "") -> int:
         total = 3
+        memo = self._memo.get(_encoding_name(model)) or {}
         for message in messages:
             if not isinstance(message, dict):
                 continue
-            total += 3 + self.count_text(_content_text(message.get("content")), model)
+            content = message.get("content")
+            text = content if isinstance(content, str) else _content_text(content)
+            count = memo.get(text)  # the usual case: a text seen before, no call
+            total += 3 + (count if count is not None else self.count_text(text, model))
             if message.get("name"):
                 total += 1
             if message.get("tool_calls"):
@@ -83,6 +88,7 @@ class TokenCounter:
         return 0
 
 
+@functools.lru_cache(maxsize=1024)
 def _encoding_name(model: str) -> str:
     return "o200k_base" if model.startswith(_O200K_PREFIXES) else "cl100k_base"
 
