@@ -155,11 +155,16 @@ class AdmissionTicket(AdmitRequest):
         self._done = True
         usage = outcome.usage
         prompt, completion = usage.prompt_tokens, usage.completion_tokens
-        cost = 0 if outcome.cached else self.price.cost_nusd(prompt, completion)
+        cached = outcome.cached
+        cost = 0 if cached else self.price.cost_nusd(prompt, completion)
         # The usage event is recorded first and unconditionally: the quota store's own
         # failure (Redis down) must not lose metering; its reservation then expires by lease.
-        self._record(outcome.model, outcome.deployment, prompt, completion, cost, outcome.status,
-                     math.ceil(outcome.latency_s * 1000), outcome.cached, outcome.stream)
+        principal, owner = self.principal, self._owner
+        owner.usage.record(_new_tuple(UsageEvent, (
+            self.req_id, owner._clock(), self.request_id, principal.tenant, principal.key_id, outcome.model,
+            outcome.deployment, prompt, completion, cost, outcome.status, math.ceil(outcome.latency_s * 1000),
+            cached, outcome.stream,
+        )))
         if self.scopes:
             self._finish(prompt + completion, cost)
 
@@ -173,6 +178,8 @@ class AdmissionTicket(AdmitRequest):
 
     def _finish(self, tokens: int | None, cost: int) -> None:
         done = self._owner.quota.finish_soon(self, tokens, cost)
+        if done.__class__ is tuple:  # the in-memory store's usual answer: nothing crossed
+            return
         if isinstance(done, asyncio.Future):
             done.add_done_callback(_after_finish)
         elif done:

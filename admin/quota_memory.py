@@ -93,7 +93,7 @@ class _State:
 
     def _budget_check(self, lim: Limits, req: AdmitRequest, scope_id: str) -> Decision | None:
         now, ledger = req.now, self.ledger
-        if ledger is None or not ledger.covers(lim.budget_period, now):
+        if ledger is None or not ledger.period.start <= now < ledger.period.end or ledger.kind != lim.budget_period:
             return UNSEEDED
         if now >= ledger.next_expiry:
             ledger.purge(now)
@@ -126,12 +126,16 @@ class _State:
         rid = req.req_id
         if self.running:
             self.running.pop(rid, None)
-        old = self.tpm_weights.get(rid)
+        weights = self.tpm_weights
+        old = weights.get(rid) if weights else None
         if old is not None:
-            self.tpm_weights[rid] = tokens or 0
+            weights[rid] = tokens or 0
             self.tpm_total += (tokens or 0) - old
         ledger = self.ledger
-        if lim.budget_usd is None or ledger is None or not ledger.covers(lim.budget_period, req.now):
+        if lim.budget_usd is None or ledger is None:
+            return False
+        period = ledger.period
+        if not period.start <= req.now < period.end or ledger.kind != lim.budget_period:
             return False  # the admission's period has ended: its reservation went with it
         reserved = ledger.reserved.pop(rid, None)
         if reserved is not None:
@@ -178,18 +182,28 @@ class MemoryQuota:
     def admit_now(self, req: AdmitRequest) -> Decision | None:
         """Check-then-commit with no await in between (atomic on the event loop); None when a
         budget period has to be seeded from the database first."""
-        now, window = req.now, self._window
-        states = []
-        for scope in req.scopes:  # one pass: states looked up once
+        scopes = req.scopes
+        if len(scopes) == 1:  # the usual principal: limits on its key or on its tenant
+            scope = scopes[0]
             state = self._scopes.get(scope.id) or self._state(scope.id)
-            refusal = state.check(scope.limits, req, scope.id, window)
+            refusal = state.check(scope.limits, req, scope.id, self._window)
             if refusal is not None:
-                return None if refusal is UNSEEDED else refusal._replace(remaining=self._remaining(req), at=now)
+                return self._refused(refusal, req)
+            state.commit(scope.limits, req, self._lease)
+            return ADMITTED
+        states = []
+        for scope in scopes:  # every scope checked before any is committed
+            state = self._scopes.get(scope.id) or self._state(scope.id)
+            refusal = state.check(scope.limits, req, scope.id, self._window)
+            if refusal is not None:
+                return self._refused(refusal, req)
             states.append(state)
-        lease = self._lease
-        for scope, state in zip(req.scopes, states):  # noqa: B905 - same length by construction
-            state.commit(scope.limits, req, lease)
+        for i, state in enumerate(states):
+            state.commit(scopes[i].limits, req, self._lease)
         return ADMITTED
+
+    def _refused(self, refusal: Decision, req: AdmitRequest) -> Decision | None:
+        return None if refusal is UNSEEDED else refusal._replace(remaining=self._remaining(req), at=req.now)
 
     def _remaining(self, req: AdmitRequest) -> list[tuple[int | None, int | None]]:
         out: list[tuple[int | None, int | None]] = []

@@ -44,6 +44,7 @@ class UsageRecorder:
         self._sink = sink
         self._dir = Path(spill_dir)
         self._batch = batch
+        self._threshold = min(batch, capacity)  # queue length at which record() looks further; 1 after stop()
         self._interval = interval
         self._retries = retries
         self._backoff = backoff
@@ -62,19 +63,22 @@ class UsageRecorder:
         self.spilled = 0
 
     def record(self, event: UsageEvent) -> None:
-        if self._stopped:
-            self._spill([event])
-            return
         queue = self._queue
+        queue.append(event)
+        if len(queue) >= self._threshold:  # one test per event on the usual path
+            self._on_batch()
+
+    def _on_batch(self) -> None:
+        queue = self._queue
+        if self._stopped:  # after stop(): each new event straight to the spill file
+            self._spill([queue.pop()])
+            return
         if len(queue) >= self._capacity:
             # The store cannot keep up: hand the whole queue to the flush task, which spills it
             # in one write off the event loop (never a file write per request here).
             self._overflow.append(queue)
-            self._queue = queue = []
-            self._full.set()
-        queue.append(event)
-        if len(queue) >= self._batch:
-            self._full.set()
+            self._queue = []
+        self._full.set()
 
     async def start(self) -> None:
         try:
@@ -85,6 +89,7 @@ class UsageRecorder:
 
     async def stop(self) -> None:
         self._stopped = True
+        self._threshold = 1  # from now on every event goes to the spill file at once
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
