@@ -12,6 +12,7 @@ unexpectedly (after a short backoff).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import subprocess
@@ -37,6 +38,7 @@ async def run_worker(cfg: GatewayConfig, config_path: str | None, host: str, por
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
                            shutdown_timeout=cfg.server.grace_period)
     await runner.setup()
+    tune_gc()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)
     await site.start()
     log.info("turnout worker listening on http://%s:%d (config %s)", host, port, cfg.source)
@@ -50,6 +52,21 @@ async def run_worker(cfg: GatewayConfig, config_path: str | None, host: str, por
     log.info("shutting down: no new connections; waiting up to %.0fs for in-flight requests",
              cfg.server.grace_period)
     await runner.cleanup()
+
+
+GC_THRESHOLD0 = 50_000
+
+
+def tune_gc() -> None:
+    """After startup. Everything built so far (modules, config, runtime, plug-in state: price
+    catalogue, token tables) lives as long as the process, so it is frozen out of the
+    collector's sight: a full collection then scans only what requests allocated, not the whole
+    startup heap. And a young collection runs every 50,000 allocations instead of 700: at 64
+    concurrent requests, collecting every few requests promoted the live requests' objects and
+    fed frequent full collections. Measured with the shared-core pair (no admin, c=64): freeze
+    alone x1.11 req/s, with the threshold x1.06 more."""
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD0, 10, 10)
 
 
 async def reload(app: web.Application, config_path: str) -> bool:
@@ -66,6 +83,11 @@ async def reload(app: web.Application, config_path: str) -> bool:
     async def close_later() -> None:
         await asyncio.sleep(old.config.server.grace_period)
         await old.aclose()
+        # The old runtime was frozen at startup (tune_gc): thaw, collect what only it held,
+        # freeze again, or every reload would leave its cycles in memory for good.
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
 
     app[TASKS].spawn(close_later(), name="close-old-runtime")
     return True
