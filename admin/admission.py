@@ -104,9 +104,6 @@ class QuotaAdmission:
                 raise self._refusal(decision, ticket.scopes)
         return ticket
 
-    def next_id(self) -> str:
-        return f"{self._id_prefix}{next(self._ids):x}"
-
     @staticmethod
     def _refusal(decision: Decision, scopes: tuple[Scope, ...]) -> RateLimited:
         subject = decision.scope.replace("k:", "API key ", 1).replace("t:", "tenant ", 1)
@@ -137,7 +134,7 @@ class AdmissionTicket(AdmitRequest):
     def __init__(self, owner: QuotaAdmission, principal: Principal, estimate: Estimate) -> None:
         price = owner.catalogue.price(estimate.model)
         prompt, out = estimate.prompt_tokens, estimate.max_output_tokens
-        self.req_id = owner.next_id()
+        self.req_id = f"{owner._id_prefix}{next(owner._ids):x}"
         self.scopes = principal.attributes.get(SCOPES_ATTR, ())  # limited scopes only
         self.tokens = prompt + out
         self.cost_nusd = price.cost_nusd(prompt, out)

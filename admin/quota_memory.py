@@ -216,12 +216,18 @@ class MemoryQuota:
         return out
 
     def finish_now(self, req: AdmitRequest, tokens: int | None, cost_nusd: int) -> Sequence[str]:
-        crossed: Sequence[str] = ()  # the usual answer, without building a list
-        for scope in req.scopes:
+        scopes = req.scopes
+        if len(scopes) == 1:  # the usual principal, as in admit_now
+            scope = scopes[0]
+            state = self._scopes.get(scope.id)
+            crossed = state is not None and state.finish(scope.limits, req, tokens, cost_nusd)
+            return [scope.id] if crossed else ()
+        crossed_ids: Sequence[str] = ()  # the usual answer, without building a list
+        for scope in scopes:
             state = self._scopes.get(scope.id)
             if state is not None and state.finish(scope.limits, req, tokens, cost_nusd):
-                crossed = [*crossed, scope.id]
-        return crossed
+                crossed_ids = [*crossed_ids, scope.id]
+        return crossed_ids
 
     finish_soon = finish_now  # nothing to wait for: the ids themselves are the Finished result
 
