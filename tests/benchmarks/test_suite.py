@@ -131,3 +131,16 @@ def test_instruction_totals_are_read_from_a_callgrind_dump(tmp_path: Path) -> No
     (tmp_path / "empty").write_text("events: Ir\n")
     with pytest.raises(RuntimeError, match="no totals"):
         _total(tmp_path / "empty")
+
+
+def test_opcode_counts_name_the_functions_each_request_runs(tmp_path: Path) -> None:
+    """A real gateway under the bytecode tracer: every request builds its context once, and
+    the admin set runs the admission path that the baseline does not."""
+    from benchmarks.opcodes import count
+
+    none_ops, none_calls = count(feat.BASELINE, 60, tmp_path / "none")
+    admin_ops, admin_calls = count(feat.ADMIN_ONLY, 60, tmp_path / "admin")
+    assert none_calls["gateway/handlers.py:_context"] == pytest.approx(1.0, abs=0.05)
+    assert admin_calls["admin/admission.py:settle"] == pytest.approx(1.0, abs=0.05)
+    assert "admin/admission.py:settle" not in none_ops
+    assert sum(admin_ops.values()) > sum(none_ops.values()) > 1000  # bytecodes per request
