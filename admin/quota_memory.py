@@ -93,6 +93,7 @@ class _State:
 
     def _budget_check(self, lim: Limits, req: AdmitRequest, scope_id: str) -> Decision | None:
         now, ledger = req.now, self.ledger
+        # ledger.covers(), inline: this runs for every budgeted scope of every request
         if ledger is None or not ledger.period.start <= now < ledger.period.end or ledger.kind != lim.budget_period:
             return UNSEEDED
         if now >= ledger.next_expiry:
@@ -134,7 +135,7 @@ class _State:
         ledger = self.ledger
         if lim.budget_usd is None or ledger is None:
             return False
-        period = ledger.period
+        period = ledger.period  # ledger.covers(), inline as in _budget_check
         if not period.start <= req.now < period.end or ledger.kind != lim.budget_period:
             return False  # the admission's period has ended: its reservation went with it
         reserved = ledger.reserved.pop(rid, None)
