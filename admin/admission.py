@@ -97,7 +97,7 @@ class QuotaAdmission:
         ticket = AdmissionTicket(self, principal, estimate)
         if ticket.scopes:
             try:
-                decision = self.quota.admit_now(ticket) or await self.quota.admit(ticket)
+                decision = await self.quota.admit(ticket)
             except (OSError, RedisError) as exc:
                 raise _unavailable(exc) from exc
             if not decision.ok:
@@ -152,16 +152,11 @@ class AdmissionTicket(AdmitRequest):
         self._done = True
         usage = outcome.usage
         prompt, completion = usage.prompt_tokens, usage.completion_tokens
-        cached = outcome.cached
-        cost = 0 if cached else self.price.cost_nusd(prompt, completion)
+        cost = 0 if outcome.cached else self.price.cost_nusd(prompt, completion)
         # The usage event is recorded first and unconditionally: the quota store's own
         # failure (Redis down) must not lose metering; its reservation then expires by lease.
-        principal, owner = self.principal, self._owner
-        owner.usage.record(_new_tuple(UsageEvent, (
-            self.req_id, owner._clock(), self.request_id, principal.tenant, principal.key_id, outcome.model,
-            outcome.deployment, prompt, completion, cost, outcome.status, math.ceil(outcome.latency_s * 1000),
-            cached, outcome.stream,
-        )))
+        self._record(outcome.model, outcome.deployment, prompt, completion, cost, outcome.status,
+                     math.ceil(outcome.latency_s * 1000), outcome.cached, outcome.stream)
         if self.scopes:
             self._finish(prompt + completion, cost)
 
@@ -175,8 +170,6 @@ class AdmissionTicket(AdmitRequest):
 
     def _finish(self, tokens: int | None, cost: int) -> None:
         done = self._owner.quota.finish_soon(self, tokens, cost)
-        if done.__class__ is tuple:  # the in-memory store's usual answer: nothing crossed
-            return
         if isinstance(done, asyncio.Future):
             done.add_done_callback(_after_finish)
         elif done:

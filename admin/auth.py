@@ -138,10 +138,6 @@ def bearer(request: web.Request) -> str | None:
     return bearer_token(request.headers.get("Authorization", "")) or request.headers.get("api-key") or None
 
 
-def _unusable(resolved: Resolved) -> AuthenticationError:
-    return AuthenticationError(f"API key {resolved.key.id} is revoked or expired")
-
-
 class KeyAuthenticator:
     """gateway.interfaces.Authenticator backed by the key cache.
 
@@ -171,9 +167,7 @@ class KeyAuthenticator:
         resolved = entry[1]
         if resolved is None or resolved.key.hash != known[1]:
             return None
-        if time.time() >= resolved.usable_until:  # revocation evicts the cache entry; expiry is checked here
-            raise _unusable(resolved)
-        return resolved.principal
+        return self._usable(resolved)
 
     async def authenticate(self, request: web.Request) -> Principal:
         return self.authenticate_now(request) or await self._authenticate(request)
@@ -196,8 +190,9 @@ class KeyAuthenticator:
 
     @staticmethod
     def _usable(resolved: Resolved) -> Principal:
+        # Revocation evicts the key cache entry; expiry is checked here, on every request.
         if time.time() >= resolved.usable_until:
-            raise _unusable(resolved)
+            raise AuthenticationError(f"API key {resolved.key.id} is revoked or expired")
         return resolved.principal
 
     def _remember_header(self, header: str, key_id: str, stored: str) -> None:

@@ -45,7 +45,7 @@ class _State:
     change at runtime); only counts live here, plus the limits' nano-USD amounts, derived
     again whenever the Limits object changes."""
 
-    __slots__ = ("budget", "ledger", "limits", "rpm", "running", "soft", "tpm", "tpm_total", "tpm_weights")
+    __slots__ = ("ledger", "rpm", "running", "tpm", "tpm_total", "tpm_weights")
 
     def __init__(self) -> None:
         self.rpm: deque[float] = deque()  # admission times, oldest first
@@ -54,18 +54,10 @@ class _State:
         self.tpm_total = 0
         self.running: dict[str, float] = {}  # rid -> lease end; insertion order is lease order
         self.ledger: _Ledger | None = None
-        self.limits: Limits | None = None  # the Limits that budget/soft were derived from
-        self.budget = 0  # nano-USD
-        self.soft = 0
 
     def needs_ledger(self, lim: Limits, now: float) -> bool:
         """A budget applies but this process has not seeded the ledger of now's period yet."""
         return lim.budget_usd is not None and (self.ledger is None or not self.ledger.covers(lim.budget_period, now))
-
-    def _amounts(self, lim: Limits) -> None:
-        self.limits = lim
-        budget = lim.budget_usd or 0.0
-        self.budget, self.soft = round(budget * 1e9), round(budget * lim.soft_alert * 1e9)
 
     def check(self, lim: Limits, req: AdmitRequest, scope_id: str, window: float) -> Decision | None:
         """Expire what left the window, then the refusal if ``req`` does not fit, UNSEEDED if the
@@ -93,14 +85,11 @@ class _State:
 
     def _budget_check(self, lim: Limits, req: AdmitRequest, scope_id: str) -> Decision | None:
         now, ledger = req.now, self.ledger
-        # ledger.covers(), inline: this runs for every budgeted scope of every request
-        if ledger is None or not ledger.period.start <= now < ledger.period.end or ledger.kind != lim.budget_period:
+        if ledger is None or not ledger.covers(lim.budget_period, now):
             return UNSEEDED
         if now >= ledger.next_expiry:
             ledger.purge(now)
-        if lim is not self.limits:
-            self._amounts(lim)
-        budget = self.budget
+        budget = round((lim.budget_usd or 0.0) * 1e9)
         if ledger.spent >= budget or ledger.spent + ledger.reserved_total + req.cost_nusd > budget:
             return Decision(False, "budget", scope_id, ledger.period.end - now)
         return None
@@ -133,21 +122,17 @@ class _State:
             weights[rid] = tokens or 0
             self.tpm_total += (tokens or 0) - old
         ledger = self.ledger
-        if lim.budget_usd is None or ledger is None:
-            return False
-        period = ledger.period  # ledger.covers(), inline as in _budget_check
-        if not period.start <= req.now < period.end or ledger.kind != lim.budget_period:
+        if lim.budget_usd is None or ledger is None or not ledger.covers(lim.budget_period, req.now):
             return False  # the admission's period has ended: its reservation went with it
         reserved = ledger.reserved.pop(rid, None)
         if reserved is not None:
             ledger.reserved_total -= reserved[0]
         if tokens is None:
             return False
-        if lim is not self.limits:
-            self._amounts(lim)
+        soft = round(lim.budget_usd * lim.soft_alert * 1e9)
         before = ledger.spent
         ledger.spent += cost_nusd
-        return before < self.soft <= ledger.spent
+        return before < soft <= ledger.spent
 
 
 class MemoryQuota:
@@ -184,14 +169,6 @@ class MemoryQuota:
         """Check-then-commit with no await in between (atomic on the event loop); None when a
         budget period has to be seeded from the database first."""
         scopes = req.scopes
-        if len(scopes) == 1:  # the usual principal: limits on its key or on its tenant
-            scope = scopes[0]
-            state = self._scopes.get(scope.id) or self._state(scope.id)
-            refusal = state.check(scope.limits, req, scope.id, self._window)
-            if refusal is not None:
-                return self._refused(refusal, req)
-            state.commit(scope.limits, req, self._lease)
-            return ADMITTED
         states = []
         for scope in scopes:  # every scope checked before any is committed
             state = self._scopes.get(scope.id) or self._state(scope.id)
@@ -217,18 +194,12 @@ class MemoryQuota:
         return out
 
     def finish_now(self, req: AdmitRequest, tokens: int | None, cost_nusd: int) -> Sequence[str]:
-        scopes = req.scopes
-        if len(scopes) == 1:  # the usual principal, as in admit_now
-            scope = scopes[0]
-            state = self._scopes.get(scope.id)
-            crossed = state is not None and state.finish(scope.limits, req, tokens, cost_nusd)
-            return [scope.id] if crossed else ()
-        crossed_ids: Sequence[str] = ()  # the usual answer, without building a list
-        for scope in scopes:
+        crossed: Sequence[str] = ()  # the usual answer, without building a list
+        for scope in req.scopes:
             state = self._scopes.get(scope.id)
             if state is not None and state.finish(scope.limits, req, tokens, cost_nusd):
-                crossed_ids = [*crossed_ids, scope.id]
-        return crossed_ids
+                crossed = [*crossed, scope.id]
+        return crossed
 
     finish_soon = finish_now  # nothing to wait for: the ids themselves are the Finished result
 

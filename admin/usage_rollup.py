@@ -51,7 +51,7 @@ def rollup(events: Sequence[UsageEvent]) -> list[Total]:
     status of 400 or more counts as failed. Sorted because every writer then takes the rows'
     locks in the same order: two PostgreSQL replicas upserting the same groups in opposite
     orders could deadlock. Events are only grouped in Python; the sums run in C (``map`` over
-    field getters): 0.28 instead of 0.41 µs per event, once per request on the gateway's core."""
+    field getters): 0.33 instead of 0.41 µs per event, once per request on the gateway's core."""
     groups: dict[tuple[str, str, str, str], list[UsageEvent]] = {}
     for e in events:
         group = (day_of(e.ts), e.tenant_id, e.key_id or "", e.model)
