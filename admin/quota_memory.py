@@ -2,7 +2,7 @@
 
 ``admit`` and ``finish_now`` do their check-and-commit without an ``await`` in between, which
 makes them atomic on the event loop. Both run once per request, so the per-scope state is laid
-out for the hot path: RPM and TPM are sums over 100 ms buckets (``_Window``), and each scope
+out for the hot path: RPM and TPM are sums over 100 ms buckets (one ``_Window`` for both), and each scope
 holds the ledger of its current budget period directly (a new period is seeded from the
 database on first use, the only await).
 
@@ -48,15 +48,17 @@ class _Ledger:
 
 
 class _Window:
-    """A sliding-window sum kept per ``1 / BUCKETS_PER_S`` seconds, oldest bucket first (dicts
-    keep insertion order and buckets are only ever added at the newest end). An amount counts
-    while its bucket overlaps the window: conservative by at most one bucket."""
+    """Requests and tokens admitted over a sliding window, summed per bucket of
+    ``1 / BUCKETS_PER_S`` seconds, oldest bucket first (dicts keep insertion order and buckets
+    are only ever added at the newest end). An admission counts while its bucket overlaps the
+    window: conservative by at most one bucket."""
 
-    __slots__ = ("buckets", "first", "total")
+    __slots__ = ("buckets", "first", "requests", "tokens")
 
     def __init__(self) -> None:
-        self.buckets: dict[int, int] = {}  # bucket index -> sum
-        self.total = 0
+        self.buckets: dict[int, list[int]] = {}  # bucket index -> [requests, tokens]
+        self.requests = 0
+        self.tokens = 0
         self.first = _NEVER  # the oldest bucket's index (_NEVER when empty): one compare per request
 
     def expire(self, cutoff: int) -> None:
@@ -67,33 +69,37 @@ class _Window:
             if oldest >= cutoff:
                 self.first = oldest
                 return
-            self.total -= buckets.pop(oldest)
+            requests, tokens = buckets.pop(oldest)
+            self.requests -= requests
+            self.tokens -= tokens
         self.first = _NEVER
 
-    def add(self, bucket: int, amount: int) -> None:
+    def add(self, bucket: int, tokens: int) -> None:
         buckets = self.buckets
-        held = buckets.get(bucket)
-        if held is None:
-            held = 0
-            if not buckets:
-                self.first = bucket
-            elif bucket < next(reversed(buckets)):
+        sums = buckets.get(bucket)
+        if sums is None:
+            if buckets and bucket < next(reversed(buckets)):
                 # The wall clock stepped back: count it in the newest bucket, keeping the order.
                 # (Its settle then corrects a bucket of its own time, if any: a clamped, bounded
                 # error of one estimate, on a clock step only.)
-                bucket = next(reversed(buckets))
-                held = buckets[bucket]
-        buckets[bucket] = held + amount
-        self.total += amount
+                sums = buckets[next(reversed(buckets))]
+            else:
+                if not buckets:
+                    self.first = bucket
+                sums = buckets[bucket] = [0, 0]
+        sums[0] += 1
+        sums[1] += tokens
+        self.requests += 1
+        self.tokens += tokens
 
     def correct(self, bucket: int, delta: int) -> None:
-        """Change an amount added to ``bucket`` while it is still in the window (if it has left,
-        nothing counts it any more)."""
-        held = self.buckets.get(bucket)
-        if held is not None:
-            delta = max(delta, -held)
-            self.buckets[bucket] = held + delta
-            self.total += delta
+        """Change the tokens of an admission in ``bucket`` while it is still in the window (once
+        it has left, nothing counts them any more)."""
+        sums = self.buckets.get(bucket)
+        if sums is not None:
+            delta = max(delta, -sums[1])
+            sums[1] += delta
+            self.tokens += delta
 
     def retry_after(self, now: float, window: float) -> float:
         """Seconds until the oldest bucket leaves the window."""
@@ -106,11 +112,10 @@ class _State:
     """Counters of one scope. Limits are read from the request's Scope every time (they can
     change at runtime); only counts live here."""
 
-    __slots__ = ("ledger", "rpm", "running", "tpm")
+    __slots__ = ("ledger", "running", "window")
 
     def __init__(self) -> None:
-        self.rpm = _Window()  # admissions
-        self.tpm = _Window()  # tokens: the estimate at admission, corrected at settle
+        self.window = _Window()  # RPM and TPM; tokens are the estimate, corrected at settle
         self.running: dict[str, float] = {}  # rid -> lease end; insertion order is lease order
         self.ledger: _Ledger | None = None
 
@@ -124,20 +129,18 @@ class _State:
         runs for every scope of every request."""
         now = req.now
         cutoff = int((now - window) * BUCKETS_PER_S)  # buckets before this one have left the window
-        rpm, tpm, running = self.rpm, self.tpm, self.running
-        if rpm.first < cutoff:
-            rpm.expire(cutoff)
-        if tpm.first < cutoff:
-            tpm.expire(cutoff)
+        counted, running = self.window, self.running
+        if counted.first < cutoff:
+            counted.expire(cutoff)
         while running:  # lease order: stop at the first lease still held
             rid = next(iter(running))
             if running[rid] > now:
                 break
             del running[rid]
-        if lim.rpm is not None and rpm.total >= lim.rpm:
-            return Decision(False, "rpm", scope_id, rpm.retry_after(now, window))
-        if lim.tpm is not None and tpm.total + req.tokens > lim.tpm:
-            return Decision(False, "tpm", scope_id, tpm.retry_after(now, window))
+        if lim.rpm is not None and counted.requests >= lim.rpm:
+            return Decision(False, "rpm", scope_id, counted.retry_after(now, window))
+        if lim.tpm is not None and counted.tokens + req.tokens > lim.tpm:
+            return Decision(False, "tpm", scope_id, counted.retry_after(now, window))
         if lim.concurrency is not None and len(running) >= lim.concurrency:
             return Decision(False, "concurrency", scope_id, 1.0)
         return None if lim.budget_usd is None else self._budget_check(lim, req, scope_id)
@@ -155,10 +158,8 @@ class _State:
 
     def commit(self, lim: Limits, req: AdmitRequest, lease: float) -> None:
         now, rid = req.now, req.req_id
-        if lim.rpm is not None:
-            self.rpm.add(int(now * BUCKETS_PER_S), 1)
-        if lim.tpm is not None:
-            self.tpm.add(int(now * BUCKETS_PER_S), req.tokens)
+        if lim.rpm is not None or lim.tpm is not None:
+            self.window.add(int(now * BUCKETS_PER_S), req.tokens)
         if lim.concurrency is not None:
             self.running[rid] = now + lease
         ledger = self.ledger
@@ -173,8 +174,8 @@ class _State:
         rid = req.req_id
         if self.running:
             self.running.pop(rid, None)
-        if lim.tpm is not None and self.tpm.buckets:
-            self.tpm.correct(int(req.now * BUCKETS_PER_S), (tokens or 0) - req.tokens)
+        if lim.tpm is not None and self.window.buckets:
+            self.window.correct(int(req.now * BUCKETS_PER_S), (tokens or 0) - req.tokens)
         ledger = self.ledger
         if lim.budget_usd is None or ledger is None or not ledger.covers(lim.budget_period, req.now):
             return False  # the admission's period has ended: its reservation went with it
@@ -242,8 +243,8 @@ class MemoryQuota:
         for scope in req.scopes:
             state, lim = self._state(scope.id), scope.limits
             out.append((
-                None if lim.rpm is None else max(lim.rpm - state.rpm.total, 0),
-                None if lim.tpm is None else max(lim.tpm - state.tpm.total, 0),
+                None if lim.rpm is None else max(lim.rpm - state.window.requests, 0),
+                None if lim.tpm is None else max(lim.tpm - state.window.tokens, 0),
             ))
         return out
 

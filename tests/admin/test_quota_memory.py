@@ -55,11 +55,10 @@ def test_memory_is_bounded_by_buckets_not_by_requests() -> None:
     for i in range(requests):  # 200k admissions spread over 90 s
         assert q.admit_now(req(i, scope, T0 + i * 90 / requests, tokens=10)) == (True, "", "", 0.0, (), 0.0)
     state = q._scopes["t:a"]
-    assert len(state.rpm.buckets) <= WINDOW_S * BUCKETS_PER_S + 1
-    assert len(state.tpm.buckets) <= WINDOW_S * BUCKETS_PER_S + 1
+    assert len(state.window.buckets) <= WINDOW_S * BUCKETS_PER_S + 1
     in_window = round(requests * WINDOW_S / 90)
-    assert in_window <= state.rpm.total <= in_window + requests * BUCKET_S / 90 + 1
-    assert state.tpm.total == 10 * state.rpm.total
+    assert in_window <= state.window.requests <= in_window + requests * BUCKET_S / 90 + 1
+    assert state.window.tokens == 10 * state.window.requests
 
 
 def test_tpm_correction_after_the_bucket_left_changes_nothing() -> None:
@@ -69,7 +68,7 @@ def test_tpm_correction_after_the_bucket_left_changes_nothing() -> None:
     assert q.admit_now(old) is not None
     assert q.admit_now(req(2, scope, T0 + 61, tokens=900)) is not None  # old's bucket expired
     q.finish_now(old, 10, 0)  # settled late: must not take 590 tokens off the new bucket
-    assert q._scopes["k:a"].tpm.total == 900
+    assert q._scopes["k:a"].window.tokens == 900
     refused = q.admit_now(req(3, scope, T0 + 62, tokens=101))
     assert refused is not None and refused.reason == "tpm"
 
@@ -81,6 +80,6 @@ def test_a_clock_step_back_keeps_counting() -> None:
     assert q.admit_now(req(2, scope, T0 + 5)) is not None  # the wall clock went back 5 s
     refused = q.admit_now(req(3, scope, T0 + 6))
     assert refused is not None and refused.reason == "rpm"
-    window = q._scopes["k:a"].rpm
-    assert list(window.buckets) == sorted(window.buckets) and window.total == 2
+    window = q._scopes["k:a"].window
+    assert list(window.buckets) == sorted(window.buckets) and window.requests == 2
     assert q.admit_now(req(4, scope, T0 + 70.2)) == (True, "", "", 0.0, (), 0.0)  # both left
