@@ -108,7 +108,7 @@ class ClusterState:
         return ClusterView(states)
 
     def record(self, name: str, exc: BaseException | None, seconds: float) -> None:
-        """One finished attempt: success (exc None) or an error; cancellations are not recorded."""
+        """One finished attempt: success (exc None) or an error (cancellations: record_unfinished)."""
         s = self.get(name)
         if exc is None:
             s.successes += 1
@@ -119,6 +119,15 @@ class ClusterState:
             return
         if s.outlier is not None:
             s.outlier.record(exc is None)
+
+    def record_unfinished(self, name: str, seconds: float) -> None:
+        """An attempt cancelled after ``seconds`` (it lost a hedge race, or its client left):
+        neither a success nor a failure, but its latency was at least ``seconds``, so it joins
+        the quantile samples as that lower bound. Without it a hedge delay learns only from the
+        attempts it did not hedge: a slow tail that hedging cuts off vanishes from the samples,
+        the delay sinks to the fast requests' quantile, and the hedge budget goes to requests
+        that were never slow while the slow ones wait unhedged."""
+        self.get(name).samples.append(seconds)
 
     def status(self) -> dict[str, dict[str, Any]]:
         """Per deployment: breaker, availability, counters, latency, load (status endpoint)."""

@@ -195,8 +195,9 @@ class Executor:
             if not isinstance(exc, NoHealthyDeployment):
                 self._cluster.record(deployment, exc, time.perf_counter() - started)
             raise
-        except BaseException:  # cancelled: says nothing about the deployment
+        except BaseException:  # cancelled: no fault of the deployment, but it took at least this long
             stats.in_flight -= 1
+            self._cluster.record_unfinished(deployment, time.perf_counter() - started)
             raise
         stats.in_flight -= 1
         self._cluster.record(deployment, None, time.perf_counter() - started)

@@ -268,3 +268,26 @@ async def test_hedge_race_discards_a_late_second_value() -> None:
     result = await race(first, second, 0.0, lambda: True, disc, lambda e: None)
     assert result.hedged and result.value in ("first", "second")
     assert discarded in ([], ["first"], ["second"]) and result.value not in discarded
+
+
+async def test_a_hedged_tail_stays_in_the_hedge_delay() -> None:
+    """The primaries that lose their hedge race are cancelled; their elapsed time still joins
+    the latency samples (a lower bound), so the p99 delay climbs out of the fast requests'
+    range instead of settling on it and spending the budget on requests that were never slow."""
+    _, ex, cluster = build(YAML.replace("hedge: {after: 20ms, budget: 0.5}",
+                                        "hedge: {after: p99, budget: 0.5, max_delay: 200ms, min_samples: 20}"))
+    served = 0
+
+    async def attempt(model: str, dep: str) -> str:
+        nonlocal served
+        served += 1
+        await asyncio.sleep(0.5 if served % 10 == 0 else 0.002)  # a 10% tail
+        return dep
+
+    for _ in range(60):
+        await ex.run("h", attempt)
+    a, b = cluster.get("a"), cluster.get("b")
+    tail_samples = [s for s in [*a.samples, *b.samples] if s >= 0.02]
+    assert tail_samples  # lost races were recorded, at their elapsed time
+    delay = a.quantile(0.99, 20)
+    assert delay is not None and delay >= 0.02  # not the fast requests' 2-3 ms
