@@ -6,6 +6,7 @@ It installs, on the gateway app:
 - ADMISSION: rate limits + budget reservation + usage metering (set at startup);
 - a cleanup context owning the database, Redis, the usage flush task, the pub/sub listener and,
   with metrics on, the task exporting each tenant's budget use (turnout_budget_used_ratio);
+- a CONFIG_LISTENERS entry: a reload (SIGHUP) rebuilds the price catalogue;
 - the admin API as a sub-app at ``/admin/v1`` with its own admin-key middleware.
 """
 
@@ -22,7 +23,7 @@ from admin.state import AdminState, open_state
 from configs import GatewayConfig
 from gateway.errors import AuthenticationError
 from gateway.interfaces import Principal
-from gateway.keys import ADMISSION, AUTHENTICATOR, TASKS
+from gateway.keys import ADMISSION, AUTHENTICATOR, CONFIG_LISTENERS, TASKS
 from gateway.observe import RECORDER
 
 ADMIN_MOUNT = "/admin/v1"
@@ -48,10 +49,12 @@ def _admin_ctx(cfg: GatewayConfig) -> Callable[[web.Application], AsyncIterator[
         app[ADMIN_STATE] = state
         app[AUTHENTICATOR] = state.authenticator
         app[ADMISSION] = state.admission
+        app[CONFIG_LISTENERS].append(state.apply_config)
         exporter = _start_budget_export(app, state)
         try:
             yield
         finally:
+            app[CONFIG_LISTENERS].remove(state.apply_config)
             if exporter is not None:  # an endless loop: cancel it, never drain it
                 exporter.cancel()
                 await asyncio.gather(exporter, return_exceptions=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,18 @@ class AdminState:
     admission: QuotaAdmission
     authenticator: KeyAuthenticator
     listener: asyncio.Task[None]
+
+    async def apply_config(self, cfg: GatewayConfig) -> None:
+        """After a reload: the catalogue is rebuilt from the new models' prices (and
+        ``admin.gpu_prices``) for requests admitted from now on; a ticket keeps the price it was
+        admitted at, so its reservation and its settle agree. Every other admin setting is
+        read once at startup and needs a restart; a change to one is logged."""
+        price_map = dict(await asyncio.to_thread(load_litellm_map))
+        self.catalogue = self.admission.catalogue = build_catalogue(cfg, price_map)
+        log.info("price catalogue rebuilt after a reload (%d models priced)", len(self.catalogue.as_dict()))
+        admin = cfg.admin or AdminConfig()
+        if dataclasses.replace(admin, gpu_prices=self.cfg.gpu_prices) != self.cfg:
+            log.warning("admin settings other than prices changed: they apply after a restart")
 
     async def close(self) -> None:
         self.listener.cancel()

@@ -25,7 +25,16 @@ from aiohttp import web
 from configs.schema import GatewayConfig
 from gateway.handlers import add_routes
 from gateway.interfaces import AdmitAll, NoCache, OpenAuthenticator
-from gateway.keys import ADMISSION, AUTHENTICATOR, HTTP_SESSION, PIPELINE, RESPONSE_CACHE, RUNTIME, TASKS
+from gateway.keys import (
+    ADMISSION,
+    AUTHENTICATOR,
+    CONFIG_LISTENERS,
+    HTTP_SESSION,
+    PIPELINE,
+    RESPONSE_CACHE,
+    RUNTIME,
+    TASKS,
+)
 from gateway.middleware import make_envelope
 from gateway.observe import install as install_observability
 from gateway.pipeline import Pipeline
@@ -43,6 +52,7 @@ def create_app(cfg: GatewayConfig) -> web.Application:
     app[ADMISSION] = AdmitAll()
     app[RESPONSE_CACHE] = NoCache()
     app[TASKS] = TaskTracker()
+    app[CONFIG_LISTENERS] = []
     install_observability(app, cfg)  # outermost: sees every final status; serves a public /metrics
     app.cleanup_ctx.append(_core_ctx(cfg))
     if cfg.cache is not None:

@@ -18,13 +18,19 @@ Keeping them synchronous spares every request a task spawn on the hot path.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiohttp import web
 
 from backends.base import Usage
+from configs.schema import GatewayConfig
+
+# Called with each config a reload (SIGHUP) has put in place, after the swap, in order of
+# registration: a plug-in applies what it can change live (admin: the price catalogue). A
+# listener that raises is logged; the reload stands.
+ConfigListener = Callable[[GatewayConfig], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from aiohttp import web
 from configs import ConfigError, load
 from configs.schema import GatewayConfig
 from gateway.app import create_app
-from gateway.keys import HTTP_SESSION, RUNTIME, TASKS
+from gateway.keys import CONFIG_LISTENERS, HTTP_SESSION, RUNTIME, TASKS
 from gateway.observe import share_metrics_between_workers, worker_gone
 from gateway.runtime import build_runtime
 
@@ -79,6 +79,11 @@ async def reload(app: web.Application, config_path: str) -> bool:
     holder = app[RUNTIME]
     old = holder.swap(runtime)
     log.info("config reloaded from %s (generation %d)", config_path, holder.generation)
+    for listener in app[CONFIG_LISTENERS]:
+        try:
+            await listener(cfg)
+        except Exception:  # the new runtime is in place either way
+            log.exception("a plug-in failed to apply the reloaded config")
 
     async def close_later() -> None:
         await asyncio.sleep(old.config.server.grace_period)

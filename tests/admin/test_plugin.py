@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from configs import load_text
 from gateway.app import create_app
+from gateway.server import reload
 from tests.admin.conftest import PG_URL, drop_schema
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
@@ -190,3 +191,28 @@ async def test_budget_use_is_exported_to_metrics(client: Client) -> None:
     assert seen["acme"] == pytest.approx(budget["spent_usd"] / 60) and seen["acme"] > 0
     text = await (await client.get("/metrics")).text()
     assert 'turnout_budget_used_ratio{tenant="acme"}' in text
+
+
+async def test_a_reload_reprices_new_requests(
+    aiohttp_client: Callable[..., Any], tmp_path: Path, redis_prefix: str,
+) -> None:
+    # a short grace: the old runtime closes after it (a task the app drains at cleanup)
+    text = "server: {grace_period: 10ms}\n" + gateway_config(tmp_path, "sqlite", redis_prefix, "")
+    client: Client = await aiohttp_client(create_app(load_text(text)))
+    key = await new_key(client, "acme", limits={"budget_usd": 1000, "budget_period": "day"})
+
+    async def spent() -> float:
+        budget = await (await client.get("/admin/v1/tenants/acme/budget", headers=ADMIN)).json()
+        return float(budget["spent_usd"])
+
+    assert (await client.post("/v1/chat/completions", json=chat(), headers=bearer(key))).status == 200
+    first = await spent()  # 1 USD per token
+    path = tmp_path / "reloaded.yaml"
+    path.write_text(text.replace(
+        "price: {input_per_mtok: 1000000, output_per_mtok: 1000000}",
+        "price: {input_per_mtok: 2000000, output_per_mtok: 2000000}"))
+    assert await reload(client.app, str(path))
+    prices = await (await client.get("/admin/v1/pricing", headers=ADMIN)).json()
+    assert prices["data"]["small"]["input_per_mtok"] == 2_000_000
+    assert (await client.post("/v1/chat/completions", json=chat(), headers=bearer(key))).status == 200
+    assert await spent() - first == pytest.approx(2 * first)  # the same request at twice the price
