@@ -206,7 +206,7 @@ async def usage(request: web.Request) -> web.Response:
 
 
 async def pricing(request: web.Request) -> web.Response:
-    return _json({"data": _state(request).catalogue.as_dict()})
+    return _json({"data": _state(request).admission.catalogue.as_dict()})
 
 
 async def openapi(request: web.Request) -> web.Response:

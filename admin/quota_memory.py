@@ -2,9 +2,9 @@
 
 ``admit`` and ``finish_now`` do their check-and-commit without an ``await`` in between, which
 makes them atomic on the event loop. Both run once per request, so the per-scope state is laid
-out for the hot path: RPM and TPM are sums over 100 ms buckets (one ``_Window`` for both), and each scope
-holds the ledger of its current budget period directly (a new period is seeded from the
-database on first use, the only await).
+out for the hot path: RPM and TPM are sums over 100 ms buckets (one ``_Window`` for both),
+and each scope holds the ledger of its current budget period directly (a new period is seeded
+from the database on first use, the only await).
 
 Why buckets and not a log of admissions (what the Redis store keeps): a log holds one entry per
 request for the whole window, ~60 MB at 4,500 req/s, and walking it cost ~5% of the gateway's
@@ -78,15 +78,15 @@ class _Window:
         buckets = self.buckets
         sums = buckets.get(bucket)
         if sums is None:
-            if buckets and bucket < next(reversed(buckets)):
+            newest = next(reversed(buckets), None)
+            if newest is None:
+                self.first = bucket
+            elif bucket < newest:
                 # The wall clock stepped back: count it in the newest bucket, keeping the order.
                 # (Its settle then corrects a bucket of its own time, if any: a clamped, bounded
                 # error of one estimate, on a clock step only.)
-                sums = buckets[next(reversed(buckets))]
-            else:
-                if not buckets:
-                    self.first = bucket
-                sums = buckets[bucket] = [0, 0]
+                bucket = newest
+            sums = buckets.setdefault(bucket, [0, 0])
         sums[0] += 1
         sums[1] += tokens
         self.requests += 1
@@ -174,7 +174,7 @@ class _State:
         rid = req.req_id
         if self.running:
             self.running.pop(rid, None)
-        if lim.tpm is not None and self.window.buckets:
+        if lim.tpm is not None:
             self.window.correct(int(req.now * BUCKETS_PER_S), (tokens or 0) - req.tokens)
         ledger = self.ledger
         if lim.budget_usd is None or ledger is None or not ledger.covers(lim.budget_period, req.now):

@@ -19,7 +19,7 @@ from admin.auth import KeyAuthenticator, KeyCache
 from admin.bus import InvalidationBus
 from admin.db import Database, connect
 from admin.migrations import migrate
-from admin.pricing import Catalogue, build_catalogue, load_litellm_map
+from admin.pricing import build_catalogue, load_litellm_map
 from admin.quota import QuotaStore, Scope
 from admin.quota_memory import MemoryQuota
 from admin.quota_redis import RedisQuota
@@ -39,7 +39,6 @@ class AdminState:
     redis: Any | None
     cache: KeyCache
     bus: InvalidationBus
-    catalogue: Catalogue
     usage: UsageRecorder
     quota: QuotaStore
     admission: QuotaAdmission
@@ -52,8 +51,9 @@ class AdminState:
         admitted at, so its reservation and its settle agree. Every other admin setting is
         read once at startup and needs a restart; a change to one is logged."""
         price_map = dict(await asyncio.to_thread(load_litellm_map))
-        self.catalogue = self.admission.catalogue = build_catalogue(cfg, price_map)
-        log.info("price catalogue rebuilt after a reload (%d models priced)", len(self.catalogue.as_dict()))
+        # The admission holds the one catalogue (the admin API's /pricing reads it there too).
+        self.admission.catalogue = build_catalogue(cfg, price_map)
+        log.info("price catalogue rebuilt after a reload")
         admin = cfg.admin or AdminConfig()
         if dataclasses.replace(admin, gpu_prices=self.cfg.gpu_prices) != self.cfg:
             log.warning("admin settings other than prices changed: they apply after a restart")
@@ -105,5 +105,5 @@ async def open_state(cfg: GatewayConfig, *, price_map: dict[str, Any] | None = N
     admission = QuotaAdmission(quota, catalogue, usage)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(bus.ready.wait(), 2.0)
-    return AdminState(admin, db, store, redis, cache, bus, catalogue, usage, quota, admission,
+    return AdminState(admin, db, store, redis, cache, bus, usage, quota, admission,
                       KeyAuthenticator(cache), listener)
