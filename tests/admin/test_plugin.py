@@ -54,7 +54,11 @@ async def client(
 ) -> AsyncIterator[Client]:
     cfg = load_text(gateway_config(tmp_path, request.param, redis_prefix, pg_schema,
                                    redis=request.param == "postgres"))
-    yield await aiohttp_client(create_app(cfg))
+    client: Client = await aiohttp_client(create_app(cfg))
+    yield client
+    # Close the app before dropping its schema: its cleanup writes the last usage batch, and a
+    # DROP SCHEMA racing that write deadlocked once (aiohttp_client's own teardown runs later).
+    await client.close()
     if request.param == "postgres":
         await drop_schema(pg_schema)
 
