@@ -20,10 +20,15 @@ cache:
     llama-8b: {exact: true, semantic: false, threshold: 0.6, ttl: 10m,
                nondeterministic: false, tool_calls: false}
 ```
+
+A reload (SIGHUP) applies the per-request policies (``CacheConfig.with_policies_of``): the
+exact TTL, the semantic threshold and TTL, and ``routes``. The rest builds the store, the index
+and its models once, at startup.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -65,8 +70,6 @@ class CacheConfig:
     store: str = "memory"
     exact_ttl: float = 3600.0
     semantic_enabled: bool = False
-    semantic_threshold: float = DEFAULT_THRESHOLD
-    semantic_ttl: float = 3600.0
     namespace: str = "turnout:cache:"
     max_bytes: int = 256 * 1024 * 1024
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
@@ -74,6 +77,12 @@ class CacheConfig:
 
     def route(self, model: str) -> RouteCacheConfig:
         return self.routes.get(model, _DEFAULT_ROUTE)
+
+    def with_policies_of(self, new: CacheConfig) -> CacheConfig:
+        """This config with ``new``'s per-request policies: what each lookup and write reads
+        (TTLs, thresholds, route overrides), as opposed to what built the store and the index."""
+        semantic = dataclasses.replace(self.semantic, threshold=new.semantic.threshold, ttl=new.semantic.ttl)
+        return dataclasses.replace(self, exact_ttl=new.exact_ttl, semantic=semantic, routes=new.routes)
 
 
 _DEFAULT_ROUTE = RouteCacheConfig()
@@ -129,7 +138,6 @@ def parse_cache(r: Reader | None) -> CacheConfig | None:
         routes_reader.finish()
     r.finish()
     return CacheConfig(
-        store=store, exact_ttl=exact_ttl, semantic_enabled=sem_reader is not None,
-        semantic_threshold=semantic.threshold, semantic_ttl=semantic.ttl, namespace=namespace,
+        store=store, exact_ttl=exact_ttl, semantic_enabled=sem_reader is not None, namespace=namespace,
         max_bytes=max_bytes, semantic=semantic, routes=routes,
     )

@@ -7,6 +7,7 @@ Wiring (app.py calls ``install(app, cfg)`` when ``cfg.cache`` is set):
 - ``/v1/cache/invalidate`` and ``/v1/cache/feedback`` are mounted as a sub-app
   (``build_cache_admin_routes``); the parent's auth middleware applies, and a caller only ever
   touches its own tenant's entries.
+- A ``CONFIG_LISTENERS`` entry: a reload applies the new per-request policies (``apply_config``).
 
 Failure policy: the cache never fails a request. A lookup error (Redis down...) is logged and
 served as a miss; writes run as tracked background tasks, off the request path.
@@ -30,7 +31,7 @@ from cache.service import TurnoutCache
 from configs.schema import GatewayConfig
 from gateway.errors import InvalidRequest
 from gateway.interfaces import CachedAnswer, CacheQuery
-from gateway.keys import RESPONSE_CACHE, TASKS
+from gateway.keys import CONFIG_LISTENERS, RESPONSE_CACHE, TASKS
 from gateway.middleware import principal_of
 from gateway.observe import RECORDER
 
@@ -77,6 +78,20 @@ class CacheAdapter:
             return None
         return None if hit is None else CachedAnswer(hit.body, hit.kind, hit.key)
 
+    async def apply_config(self, cfg: GatewayConfig) -> None:
+        """After a reload: lookups and writes from now on use the new TTLs, thresholds and route
+        overrides (an entry keeps the TTL it was written with). The store, the index and the
+        models were built at startup; a change to them is logged and applies after a restart."""
+        current = self.cache.cfg
+        if cfg.cache is None:
+            log.warning("the cache section was removed: the cache stays on until a restart")
+            return
+        self.cache.cfg = current.with_policies_of(cfg.cache)
+        log.info("cache policies reloaded")
+        if self.cache.cfg != cfg.cache:
+            log.warning("cache settings other than TTLs, thresholds and routes changed: "
+                        "they apply after a restart")
+
     def store(self, query: CacheQuery, body: dict[str, Any]) -> None:
         self._spawn(self._store(query, body))
 
@@ -116,6 +131,7 @@ def install(app: web.Application, cfg: GatewayConfig, embedder: Embedder | None 
             await adapter.aclose()
 
     app.cleanup_ctx.append(lifetime)
+    app[CONFIG_LISTENERS].append(adapter.apply_config)
     app.add_subapp("/v1/cache/", build_cache_admin_routes(adapter.cache))
     return adapter
 

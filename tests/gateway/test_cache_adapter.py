@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,6 +15,10 @@ import aiohttp
 import pytest
 
 from backends.mock_server import MockServerHandle
+from configs import load_text
+from gateway.app import create_app
+from gateway.keys import RESPONSE_CACHE
+from gateway.server import reload
 from tests.conftest import GatewayFactory, openai_yaml
 
 REDIS_URL = os.environ.get("TURNOUT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -130,3 +136,35 @@ async def test_lookup_and_store_share_one_derived_key() -> None:
     first, second = recording.keys
     assert first is second  # derived once, reused by the store
     assert first == request_key("t1", "chat", body)
+
+
+async def test_a_reload_applies_cache_policies(aiohttp_client: Callable[..., Any], mock_upstream: MockServerHandle,
+                                               tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    text = ("server: {grace_period: 10ms}\n" + openai_yaml(mock_upstream.url)
+            + "cache:\n  store: memory\n  exact: {ttl: 1m}\n  routes:\n    chat: {exact: false}\n")
+    client = await aiohttp_client(create_app(load_text(text)))
+    body = {"model": "chat", "temperature": 0, "messages": [{"role": "user", "content": "What is a reload?"}]}
+
+    async def state() -> str | None:
+        for _ in range(50):  # the write runs in the background
+            resp = await client.post("/v1/chat/completions", json=body)
+            assert resp.status == 200
+            found: str | None = resp.headers.get("x-turnout-cache")
+            if found is not None:
+                return found
+            await asyncio.sleep(0.01)
+        return None
+
+    assert await state() is None  # the route opts out of the exact cache
+    path = tmp_path / "reloaded.yaml"
+    path.write_text(text.replace("chat: {exact: false}", "chat: {exact: true}"))
+    assert await reload(client.app, str(path))
+    assert await state() == "hit-exact"
+
+    # A store setting is not a policy: logged, kept until a restart; the policy part still applies.
+    path.write_text(text.replace("store: memory", "store: memory\n  max_bytes: 1MiB"))
+    with caplog.at_level(logging.WARNING, logger="turnout.cache"):
+        assert await reload(client.app, str(path))
+    assert "apply after a restart" in caplog.text
+    assert client.app[RESPONSE_CACHE].cache.cfg.max_bytes == 256 * 1024 * 1024
+    assert await state() is None
