@@ -8,11 +8,15 @@ in the same run, one phase after the other:
 
 - ``hit``: the same deterministic body every time (after the first request, all exact hits);
 - ``miss``: a Lua counter makes every body unique, so each request is a cache lookup, an
-  upstream call and a cache write — the full cost of a miss.
+  upstream call and a cache write — the full cost of a miss;
+- ``floor``: ``benchmarks.bare_aiohttp`` (one route, a fixed answer, nothing else) under the same
+  pinning and load: no hit through aiohttp can be faster, so ``floor_over_miss`` bounds what
+  ``hit_over_miss`` can reach on this machine, and ``hit_over_floor_cost`` is the hit's CPU per
+  request in units of the floor's.
 
 Gateway pinned to the last CPU, upstream and wrk to the others (taskset when present). The
 last stdout line is one JSON object with both req/s, latencies and their ratio. Needs
-/usr/bin/wrk; bounded to about ``2 * seconds + 10`` seconds.
+/usr/bin/wrk; bounded to about ``3 * seconds + 15`` seconds.
 """
 
 from __future__ import annotations
@@ -111,24 +115,38 @@ def run(seconds: int, connections: int) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as cfg:
         cfg.write(_CONFIG.format(port=port, upstream=upstream))
     gateway = _start([*turnout, "serve", "--config", cfg.name], gateway_cpus)
+    bare_port = free_port()
+    bare = _start([sys.executable, "-m", "benchmarks.bare_aiohttp", "--port", str(bare_port)], gateway_cpus)
     try:
         wait_http(f"http://127.0.0.1:{upstream}/v1/models", mock, timeout=30)
         wait_http(f"http://127.0.0.1:{port}/health", gateway, timeout=30)
+        wait_http(f"http://127.0.0.1:{bare_port}/health", bare, timeout=30)
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         state = asyncio.run(_cache_state(url))
         if state != "hit-exact":
             raise RuntimeError(f"the repeated body was not an exact hit (x-turnout-cache: {state})")
         hit = _wrk(url, _HIT_LUA, seconds, connections, other_cpus)
         miss = _wrk(url, _MISS_LUA, seconds, connections, other_cpus)
+        floor = _wrk(f"http://127.0.0.1:{bare_port}/v1/chat/completions", _HIT_LUA, seconds, connections, other_cpus)
     finally:
-        for proc in (gateway, mock):
+        for proc in (gateway, mock, bare):
             proc.terminate()
             proc.wait(10)
+            if proc.stderr is not None:
+                proc.stderr.close()
         os.unlink(cfg.name)
-    ratio = hit["requests_per_s"] / miss["requests_per_s"] if miss["requests_per_s"] else 0.0
-    return {"hit": hit, "miss": miss, "hit_check": state, "hit_over_miss": round(ratio, 2), "seconds": seconds,
+    return {"hit": hit, "miss": miss, "floor": floor, "hit_check": state, **_ratios(hit, miss, floor),
+            "seconds": seconds,
             "connections": connections, "gateway_cpus": gateway_cpus, "load_cpus": other_cpus,
             "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def _ratios(hit: dict[str, Any], miss: dict[str, Any], floor: dict[str, Any]) -> dict[str, float]:
+    def ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
+        return round(a["requests_per_s"] / b["requests_per_s"], 2) if b["requests_per_s"] else 0.0
+
+    return {"hit_over_miss": ratio(hit, miss), "floor_over_miss": ratio(floor, miss),
+            "hit_over_floor_cost": ratio(floor, hit)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     result = run(args.seconds, args.connections)
     sys.stderr.write(f"hit {result['hit']['requests_per_s']:.0f} req/s, miss "
-                     f"{result['miss']['requests_per_s']:.0f} req/s: x{result['hit_over_miss']}\n")
+                     f"{result['miss']['requests_per_s']:.0f} req/s: x{result['hit_over_miss']}; bare aiohttp "
+                     f"{result['floor']['requests_per_s']:.0f} req/s: x{result['floor_over_miss']} over the miss\n")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     sys.stdout.write(json.dumps(result) + "\n")

@@ -144,3 +144,14 @@ def test_opcode_counts_name_the_functions_each_request_runs(tmp_path: Path) -> N
     assert admin_calls["admin/admission.py:settle"] == pytest.approx(1.0, abs=0.05)
     assert "admin/admission.py:settle" not in none_ops
     assert sum(admin_ops.values()) > sum(none_ops.values()) > 1000  # bytecodes per request
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (python -m benchmarks setup)")
+def test_cache_hit_speed_measures_hit_miss_and_the_aiohttp_floor() -> None:
+    from benchmarks.cache_hit_speed import run
+
+    result = run(seconds=1, connections=4)
+    assert result["hit_check"] == "hit-exact"
+    for phase in ("hit", "miss", "floor"):
+        assert result[phase]["requests_per_s"] > 0 and result[phase]["non_2xx"] == 0
+    assert result["floor_over_miss"] > 0 and result["hit_over_floor_cost"] > 0
