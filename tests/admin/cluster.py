@@ -55,6 +55,7 @@ class Cluster:
     schema: str = field(default_factory=lambda: unique("tt_cluster_"))
     prefix: str = field(default_factory=lambda: unique("tt:cluster:") + ":")
     flush: str = "200ms"
+    cache: str = ""  # an extra top-level ``cache:`` section; "{prefix}" becomes the Redis prefix
     mock_port: int = 0
     gateways: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
     mock: subprocess.Popen[bytes] | None = None
@@ -73,7 +74,7 @@ class Cluster:
         self.config_path.write_text(CONFIG.format(
             mock_port=self.mock_port, redis=REDIS_URL, pg=PG_URL, schema=self.schema,
             admin_key=ADMIN_KEY, prefix=self.prefix, flush=self.flush, spill=self.tmp / "spill",
-        ))
+        ) + self.cache.replace("{prefix}", self.prefix))
 
     def start_gateway(self) -> int:
         port = free_port()
@@ -107,8 +108,9 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def running_cluster(tmp: Path, gateways: int, flush: str = "200ms") -> Iterator[tuple[Cluster, list[int]]]:
-    cluster = Cluster(tmp, flush=flush)
+def running_cluster(tmp: Path, gateways: int, flush: str = "200ms",
+                    cache: str = "") -> Iterator[tuple[Cluster, list[int]]]:
+    cluster = Cluster(tmp, flush=flush, cache=cache)
     try:
         cluster.start_mock()
         ports = [cluster.start_gateway()]  # the first one applies the migrations

@@ -168,3 +168,54 @@ async def test_a_reload_applies_cache_policies(aiohttp_client: Callable[..., Any
     assert "apply after a restart" in caplog.text
     assert client.app[RESPONSE_CACHE].cache.cfg.max_bytes == 256 * 1024 * 1024
     assert await state() is None
+
+
+TWO_PROCESS_CACHE = """
+cache:
+  store: redis
+  namespace: "{prefix}cache:"
+  exact: {ttl: 5m}
+  semantic: {threshold: 0.5}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+@pytest.mark.postgres
+async def test_two_gateway_processes_share_answers_within_a_tenant_only(tmp_path: Path) -> None:
+    from tests.admin.cluster import running_cluster
+    from tests.admin.test_cluster import new_key
+
+    def body(text: str) -> dict[str, Any]:
+        return {"model": "small", "temperature": 0, "messages": [{"role": "user", "content": text}]}
+
+    async def ask(http: aiohttp.ClientSession, port: int, key: str, text: str) -> tuple[str | None, str]:
+        async with http.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body(text),
+                             headers={"Authorization": f"Bearer {key}"}) as resp:
+            assert resp.status == 200, await resp.text()
+            answer_id: str = (await resp.json())["id"]  # a cached answer keeps its upstream id
+            return resp.headers.get("x-turnout-cache"), answer_id
+
+    async def until_hit(http: aiohttp.ClientSession, port: int, key: str, text: str) -> tuple[str | None, str]:
+        for _ in range(150):  # the write and the index update reach the other process in the background
+            state, answer_id = await ask(http, port, key, text)
+            if state is not None:
+                return state, answer_id
+            await asyncio.sleep(0.02)
+        return None, ""
+
+    with running_cluster(tmp_path, gateways=2, cache=TWO_PROCESS_CACHE) as (_, (one, two)):
+        async with aiohttp.ClientSession() as http:
+            key_a, key_b = await new_key(http, one, "tenant-a"), await new_key(http, one, "tenant-b")
+            question, paraphrase = "How do I reset my password?", "how do i reset my password"
+            state, a_id = await ask(http, one, key_a, question)
+            assert state is None
+            assert await until_hit(http, two, key_a, question) == ("hit-exact", a_id)
+            assert await until_hit(http, two, key_a, paraphrase) == ("hit-semantic", a_id)
+            # Tenant B, same words and paraphrased, through both processes: never A's answer. Its
+            # first request is a miss; later ones may hit B's own entry, stored meanwhile.
+            seen = [await ask(http, port, key_b, text)
+                    for port, text in ((two, question), (one, paraphrase), (two, paraphrase), (one, question))]
+            assert seen[0][0] is None and all(b_id != a_id for _, b_id in seen)
+            state, b_id = await until_hit(http, two, key_b, question)
+            assert state == "hit-exact" and b_id != a_id
