@@ -106,6 +106,17 @@ def _start(cmd: list[str], cpus: list[int]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(pinned(cmd, cpus), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+    if proc.stderr is not None:
+        proc.stderr.close()
+
+
 def run(seconds: int, connections: int) -> dict[str, Any]:
     gateway_cpus, other_cpus = cpu_split()
     upstream, port = free_port(), free_port()
@@ -114,10 +125,13 @@ def run(seconds: int, connections: int) -> dict[str, Any]:
                    "--tokens-per-s", "0", "--output-tokens", "16"], other_cpus)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as cfg:
         cfg.write(_CONFIG.format(port=port, upstream=upstream))
-    gateway = _start([*turnout, "serve", "--config", cfg.name], gateway_cpus)
     bare_port = free_port()
-    bare = _start([sys.executable, "-m", "benchmarks.bare_aiohttp", "--port", str(bare_port)], gateway_cpus)
+    procs = [mock]
     try:
+        gateway = _start([*turnout, "serve", "--config", cfg.name], gateway_cpus)
+        procs.append(gateway)
+        bare = _start([sys.executable, "-m", "benchmarks.bare_aiohttp", "--port", str(bare_port)], gateway_cpus)
+        procs.append(bare)
         wait_http(f"http://127.0.0.1:{upstream}/v1/models", mock, timeout=30)
         wait_http(f"http://127.0.0.1:{port}/health", gateway, timeout=30)
         wait_http(f"http://127.0.0.1:{bare_port}/health", bare, timeout=30)
@@ -129,11 +143,8 @@ def run(seconds: int, connections: int) -> dict[str, Any]:
         miss = _wrk(url, _MISS_LUA, seconds, connections, other_cpus)
         floor = _wrk(f"http://127.0.0.1:{bare_port}/v1/chat/completions", _HIT_LUA, seconds, connections, other_cpus)
     finally:
-        for proc in (gateway, mock, bare):
-            proc.terminate()
-            proc.wait(10)
-            if proc.stderr is not None:
-                proc.stderr.close()
+        for proc in procs:
+            _stop(proc)
         os.unlink(cfg.name)
     return {"hit": hit, "miss": miss, "floor": floor, "hit_check": state, **_ratios(hit, miss, floor),
             "seconds": seconds,

@@ -62,44 +62,45 @@ class TurnoutCache:
         self.semantic = semantic
         # Children of the per-lookup series, bound once: ``labels()`` costs ~1 µs a call.
         self._exact_seconds = metrics.lookup_seconds.labels("exact")
-        self._exact_results = {raw_is_none: metrics.lookups.labels("exact", "miss" if raw_is_none else "hit")
-                               for raw_is_none in (True, False)}
+        self._exact_results = (metrics.lookups.labels("exact", "hit"), metrics.lookups.labels("exact", "miss"))
 
     def _exact_allowed(self, key: RequestKey, route: RouteCacheConfig) -> bool:
         return route.exact and (key.deterministic or route.nondeterministic)
 
-    def _semantic_allowed(self, key: RequestKey, route: RouteCacheConfig) -> bool:
-        return (self.semantic is not None and self.cfg.semantic_enabled and route.semantic
+    def _semantic_allowed(self, cfg: CacheConfig, key: RequestKey, route: RouteCacheConfig) -> bool:
+        return (self.semantic is not None and cfg.semantic_enabled and route.semantic
                 and key.semantic_text is not None and (key.deterministic or route.nondeterministic)
                 and not key.has_tools)
 
     async def lookup(self, tenant: str, model: str, body: Mapping[str, Any],
                      control: frozenset[str] = frozenset(), key: RequestKey | None = None) -> Hit | None:
-        """``key``: ``request_key(tenant, model, body)`` when the caller already has it."""
+        """``key``: ``request_key(tenant, model, body)`` when the caller already has it. ``cfg``
+        is read once: a reload in between (``cfg`` swapped) never mixes two policies in one call."""
         if BYPASS in control or REFRESH in control:
             self.metrics.lookups.labels("exact", "skipped").inc()
             return None
+        cfg = self.cfg
         key = key or request_key(tenant, model, body)
-        route = self.cfg.route(model)
+        route = cfg.route(model)
         if self._exact_allowed(key, route):
             hit = await self._lookup_exact(key)
             if hit is not None:
                 return hit
-        if self._semantic_allowed(key, route):
-            return await self._lookup_semantic(key, route)
+        if self._semantic_allowed(cfg, key, route):
+            threshold = route.threshold if route.threshold is not None else cfg.semantic.threshold
+            return await self._lookup_semantic(key, threshold)
         return None
 
     async def _lookup_exact(self, key: RequestKey) -> Hit | None:
         start = time.perf_counter()
         raw = await self.store.get(key.exact)
         self._exact_seconds.observe(time.perf_counter() - start)
-        self._exact_results[raw is None].inc()
+        self._exact_results[raw is None].inc()  # (hit, miss)
         return None if raw is None else Hit(orjson.loads(raw), "exact", key.exact)
 
-    async def _lookup_semantic(self, key: RequestKey, route: RouteCacheConfig) -> Hit | None:
+    async def _lookup_semantic(self, key: RequestKey, threshold: float) -> Hit | None:
         assert self.semantic is not None and key.semantic_text is not None
         start = time.perf_counter()
-        threshold = route.threshold if route.threshold is not None else self.cfg.semantic.threshold
         found = await self.semantic.lookup(key.scope, key.semantic_text, threshold)
         self.metrics.lookup_seconds.labels("semantic").observe(time.perf_counter() - start)
         self.metrics.lookups.labels("semantic", "miss" if found is None else "hit").inc()
@@ -111,18 +112,19 @@ class TurnoutCache:
                   control: frozenset[str] = frozenset(), key: RequestKey | None = None) -> tuple[str, ...]:
         if BYPASS in control or NO_STORE in control:
             return ()
-        route = self.cfg.route(model)
+        cfg = self.cfg  # read once, as in lookup; a write after a reload follows the new policy
+        route = cfg.route(model)
         if not cacheable_answer(answer, route.tool_calls):
             return ()
         key = key or request_key(tenant, model, body)
         raw = orjson.dumps(answer)
         written: list[str] = []
         if self._exact_allowed(key, route):
-            await self.store.set(key.exact, raw, route.ttl or self.cfg.exact_ttl)
+            await self.store.set(key.exact, raw, route.ttl or cfg.exact_ttl)
             written.append("exact")
-        if self._semantic_allowed(key, route):
+        if self._semantic_allowed(cfg, key, route):
             assert self.semantic is not None and key.semantic_text is not None
-            ttl = route.semantic_ttl or self.cfg.semantic.ttl
+            ttl = route.semantic_ttl or cfg.semantic.ttl
             await self.semantic.put(key.scope, key.semantic_text, raw, ttl)
             written.append("semantic")
         for kind in written:

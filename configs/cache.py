@@ -22,8 +22,8 @@ cache:
 ```
 
 A reload (SIGHUP) applies the per-request policies (``CacheConfig.with_policies_of``): the
-exact TTL, the semantic threshold and TTL, and ``routes``. The rest builds the store, the index
-and its models once, at startup.
+exact TTL, semantic matching on or off, its threshold and TTL, and ``routes``. The rest builds
+the store, the index and its models once, at startup.
 """
 
 from __future__ import annotations
@@ -80,9 +80,15 @@ class CacheConfig:
 
     def with_policies_of(self, new: CacheConfig) -> CacheConfig:
         """This config with ``new``'s per-request policies: what each lookup and write reads
-        (TTLs, thresholds, route overrides), as opposed to what built the store and the index."""
-        semantic = dataclasses.replace(self.semantic, threshold=new.semantic.threshold, ttl=new.semantic.ttl)
-        return dataclasses.replace(self, exact_ttl=new.exact_ttl, semantic=semantic, routes=new.routes)
+        (TTLs, thresholds, route overrides, semantic matching on or off), as opposed to what
+        built the store and the index. Without a ``semantic`` section ``new`` turns semantic
+        matching off (its threshold and TTL are then defaults, not choices: the old ones stay).
+        Turning it on serves nothing unless the index was built at startup."""
+        semantic = self.semantic
+        if new.semantic_enabled:
+            semantic = dataclasses.replace(semantic, threshold=new.semantic.threshold, ttl=new.semantic.ttl)
+        return dataclasses.replace(self, exact_ttl=new.exact_ttl, semantic_enabled=new.semantic_enabled,
+                                   semantic=semantic, routes=new.routes)
 
 
 _DEFAULT_ROUTE = RouteCacheConfig()

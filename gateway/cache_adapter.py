@@ -15,6 +15,7 @@ served as a miss; writes run as tracked background tasks, off the request path.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -79,18 +80,21 @@ class CacheAdapter:
         return None if hit is None else CachedAnswer(hit.body, hit.kind, hit.key)
 
     async def apply_config(self, cfg: GatewayConfig) -> None:
-        """After a reload: lookups and writes from now on use the new TTLs, thresholds and route
-        overrides (an entry keeps the TTL it was written with). The store, the index and the
+        """After a reload: lookups and writes from now on use the new TTLs, thresholds, route
+        overrides and semantic on/off (an entry keeps the TTL it was written with). The store, the index and the
         models were built at startup; a change to them is logged and applies after a restart."""
-        current = self.cache.cfg
         if cfg.cache is None:
             log.warning("the cache section was removed: the cache stays on until a restart")
             return
-        self.cache.cfg = current.with_policies_of(cfg.cache)
+        self.cache.cfg = merged = self.cache.cfg.with_policies_of(cfg.cache)
         log.info("cache policies reloaded")
-        if self.cache.cfg != cfg.cache:
-            log.warning("cache settings other than TTLs, thresholds and routes changed: "
-                        "they apply after a restart")
+        if cfg.cache.semantic_enabled and self.cache.semantic is None:
+            log.warning("semantic matching was turned on: its index starts after a restart")
+        # A file without a semantic section says nothing about the index's build settings.
+        wanted = cfg.cache if cfg.cache.semantic_enabled else dataclasses.replace(cfg.cache, semantic=merged.semantic)
+        if merged != wanted:
+            log.warning("cache settings other than TTLs, thresholds, routes and semantic on/off "
+                        "changed: they apply after a restart")
 
     def store(self, query: CacheQuery, body: dict[str, Any]) -> None:
         self._spawn(self._store(query, body))

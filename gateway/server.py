@@ -69,6 +69,14 @@ def tune_gc() -> None:
     gc.set_threshold(GC_THRESHOLD0, 10, 10)
 
 
+def restart_only_changes(old: GatewayConfig, new: GatewayConfig) -> list[str]:
+    """Top-level settings a worker reads once at startup (its socket and limits, the shared
+    Redis client, logging, the observability middleware): a reload keeps the old values.
+    Plug-ins report their own sections (CONFIG_LISTENERS)."""
+    return [name for name in ("server", "redis_url", "log_level", "observability")
+            if getattr(old, name) != getattr(new, name)]
+
+
 async def reload(app: web.Application, config_path: str) -> bool:
     try:
         cfg = load(config_path)
@@ -79,6 +87,9 @@ async def reload(app: web.Application, config_path: str) -> bool:
     holder = app[RUNTIME]
     old = holder.swap(runtime)
     log.info("config reloaded from %s (generation %d)", config_path, holder.generation)
+    changed = restart_only_changes(old.config, cfg)
+    if changed:
+        log.warning("changed settings that apply after a restart: %s", ", ".join(changed))
     for listener in app[CONFIG_LISTENERS]:
         try:
             await listener(cfg)

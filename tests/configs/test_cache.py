@@ -33,3 +33,12 @@ def test_a_reload_takes_policies_and_keeps_what_built_the_cache() -> None:
     assert not merged.route("chat").semantic
     assert (merged.max_bytes, merged.semantic.min_similarity, merged.semantic.lookup_batch) == (1 << 20, 0.7, 8)
     assert old.with_policies_of(old) == old
+
+
+def test_a_reload_without_the_semantic_section_turns_matching_off_and_keeps_its_settings() -> None:
+    old = cache_of(BASE)
+    merged = old.with_policies_of(cache_of(BASE.replace(
+        "  semantic: {threshold: 0.9, ttl: 1m, min_similarity: 0.7, lookup_batch: 8}\n", "")))
+    assert not merged.semantic_enabled
+    assert merged.semantic == old.semantic  # not the defaults (threshold 0.834, ttl 1h)
+    assert merged.with_policies_of(old) == old  # and a later reload turns it back on

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from backends.mock_server import MockServerHandle
+from cache.embedders import StaticEmbedder
 from configs import load_text
 from gateway.app import create_app
 from gateway.keys import RESPONSE_CACHE
@@ -169,6 +170,13 @@ async def test_a_reload_applies_cache_policies(aiohttp_client: Callable[..., Any
     assert client.app[RESPONSE_CACHE].cache.cfg.max_bytes == 256 * 1024 * 1024
     assert await state() is None
 
+    # Semantic matching needs an index built at startup: turning it on by reload only warns.
+    path.write_text(text + "  semantic: {threshold: 0.5}\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="turnout.cache"):
+        assert await reload(client.app, str(path))
+    assert "its index starts after a restart" in caplog.text
+
 
 TWO_PROCESS_CACHE = """
 cache:
@@ -189,21 +197,28 @@ async def test_two_gateway_processes_share_answers_within_a_tenant_only(tmp_path
     def body(text: str) -> dict[str, Any]:
         return {"model": "small", "temperature": 0, "messages": [{"role": "user", "content": text}]}
 
-    async def ask(http: aiohttp.ClientSession, port: int, key: str, text: str) -> tuple[str | None, str]:
+    async def ask(http: aiohttp.ClientSession, port: int, key: str, text: str,
+                  control: str | None = None) -> tuple[str | None, str]:
+        headers = {"Authorization": f"Bearer {key}", **({"x-turnout-cache": control} if control else {})}
         async with http.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body(text),
-                             headers={"Authorization": f"Bearer {key}"}) as resp:
+                             headers=headers) as resp:
             assert resp.status == 200, await resp.text()
             answer_id: str = (await resp.json())["id"]  # a cached answer keeps its upstream id
             return resp.headers.get("x-turnout-cache"), answer_id
 
     async def until_hit(http: aiohttp.ClientSession, port: int, key: str, text: str) -> tuple[str | None, str]:
-        for _ in range(150):  # the write and the index update reach the other process in the background
-            state, answer_id = await ask(http, port, key, text)
+        # The write and the index update reach the other process in the background. Polls are
+        # no-store: a miss while they are on their way must not store a competing answer.
+        for _ in range(150):
+            state, answer_id = await ask(http, port, key, text, "no-store")
             if state is not None:
                 return state, answer_id
             await asyncio.sleep(0.02)
         return None, ""
 
+    # Each gateway loads the static embedder at startup; on a fresh machine the first load
+    # distils it (~30 s, longer than a gateway's startup timeout), so do that once here.
+    await asyncio.to_thread(StaticEmbedder.load_or_distill)
     with running_cluster(tmp_path, gateways=2, cache=TWO_PROCESS_CACHE) as (_, (one, two)):
         async with aiohttp.ClientSession() as http:
             key_a, key_b = await new_key(http, one, "tenant-a"), await new_key(http, one, "tenant-b")

@@ -14,6 +14,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from configs import load_text
+from gateway.server import restart_only_changes
 from tests.conftest import free_port, wait_http
 
 TURNOUT = [sys.executable, "-m", "gateway.cli"]
@@ -114,3 +116,11 @@ async def test_sighup_reloads_config(tmp_path: Path, mock_process: int) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_a_reload_names_the_settings_that_need_a_restart() -> None:
+    base = "backends: {sim: {kind: mock}}\nmodels: {chat: {deployments: [sim]}}\n"
+    old = load_text(base)
+    assert restart_only_changes(old, load_text(base.replace("chat", "other"))) == []  # models reload
+    new = load_text(base + 'server: {port: 9999}\nredis: {url: "redis://127.0.0.1:6379/1"}\n')
+    assert restart_only_changes(old, new) == ["server", "redis_url"]
