@@ -139,6 +139,7 @@ class AdmissionTicket(AdmitRequest):
         self.tokens = prompt + out
         self.cost_nusd = price.cost_nusd(prompt, out)
         self.now = owner._clock()
+        self.window_bucket = -1
         self._owner = owner
         self.principal = principal
         self.model = estimate.model

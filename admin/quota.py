@@ -82,6 +82,9 @@ class AdmitRequest:
     tokens: int
     cost_nusd: int
     now: float
+    # Set by RedisQuota.admit: the shared window bucket the admission counted in, which its
+    # settle corrects (-1: not counted in one).
+    window_bucket: int = -1
 
 
 class Decision(NamedTuple):

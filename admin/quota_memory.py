@@ -6,8 +6,8 @@ out for the hot path: RPM and TPM are sums over 100 ms buckets (one ``_Window`` 
 and each scope holds the ledger of its current budget period directly (a new period is seeded
 from the database on first use, the only await).
 
-Why buckets and not a log of admissions (what the Redis store keeps): a log holds one entry per
-request for the whole window, ~60 MB at 4,500 req/s, and walking it cost ~5% of the gateway's
+Why buckets and not a log of admissions (RedisQuota counts in the same buckets): a log holds
+one entry per request for the whole window, ~60 MB at 4,500 req/s, and walking it cost ~5% of the gateway's
 throughput once it was full (shared-core A/B, 60 s against a 1 s window). Buckets hold at most
 601 entries per window, whatever the rate. The price is one bucket of conservatism: an
 admission counts from the start of its bucket, so for up to 100 ms longer than the window.

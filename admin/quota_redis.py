@@ -1,6 +1,8 @@
 """QuotaStore on Redis: the same semantics as ``MemoryQuota`` (quota_memory.py; see quota.py), made global
 across replicas by doing each admission and each settle in one Lua script (one round trip,
-atomic). Keys live under ``<prefix>q:<scope>:...`` and expire on their own.
+atomic). Keys live under ``<prefix>q:<scope>:...`` and expire on their own. RPM and TPM are
+sums over ``BUCKETS_PER_WINDOW`` buckets, as in memory: the keys of a scope stay the same size
+whatever the request rate.
 
 The budget ledger of a period is seeded from the database once: when the script finds no
 ledger it answers "load", the caller reads the settled spend and retries with it, and the
@@ -15,10 +17,13 @@ from typing import Any
 from admin.quota import WINDOW_S, AdmitRequest, Decision, Finished, Scope, SpentLoader, period_of
 from admin.redis_batch import ScriptBatcher
 
-# Per scope the scripts derive, from one key-name base: <base>rpm (zset rid -> time),
-# <base>tpm (zset rid -> time), <base>tpmw (hash rid -> tokens, plus _sum), <base>run (zset
-# rid -> lease end), and per budget period <base>b:<period> (hash: spent, reserved,
-# r:<rid> -> reserved cost) with <base>b:<period>:res (zset rid -> lease end).
+BUCKETS_PER_WINDOW = 600  # 100 ms buckets in the default 60 s window, as in MemoryQuota
+
+# Per scope the scripts derive, from one key-name base: <base>w (hash: r<bucket> -> requests,
+# t<bucket> -> tokens, _r and _t their sums over the window) with <base>wl (list of the
+# buckets in it, oldest first), <base>run (zset rid -> lease end), and per budget period
+# <base>b:<period> (hash: spent, reserved, r:<rid> -> reserved cost) with
+# <base>b:<period>:res (zset rid -> lease end).
 # Few arguments keep the client's encoding cost low; few redis.call()s keep the server's.
 _SCOPES = """
 local function int(x) return string.format('%d', x) end
@@ -28,16 +33,18 @@ for i = 1, n do
   for v in string.gmatch(ARGV[5 + i], '%S+') do f[#f + 1] = v end
   local base = KEYS[i]
   local ledger = base .. 'b:' .. f[1]
-  S[i] = {f = f, krpm = base .. 'rpm', ktpm = base .. 'tpm', ktpmw = base .. 'tpmw',
-          krun = base .. 'run', kled = ledger, kres = ledger .. ':res'}
+  S[i] = {f = f, kw = base .. 'w', kwl = base .. 'wl', krun = base .. 'run', kled = ledger,
+          kres = ledger .. ':res'}
 end
 """
 
 # ARGV: now (-1: the Redis server's clock), rid, tokens, lease seconds, n, then per scope one
 # string "period rpm tpm conc budget cost seed_spent ledger_ttl", then the window; -1 means
-# unlimited / unknown. Returns one string, cheap to parse: "ok reason scope_index retry_ms now",
-# then (refusals only) per scope "rpm_left tpm_left".
-_ADMIT = """
+# unlimited / unknown. Returns one string, cheap to parse: "ok reason scope_index retry_ms now
+# bucket", then (refusals only) per scope "rpm_left tpm_left". RPM and TPM are sums over
+# buckets of window / BUCKETS seconds (quota_memory.py explains why); ``bucket`` is the one this
+# admission counts in, which its settle corrects.
+_ADMIT = f"local BUCKETS = {BUCKETS_PER_WINDOW}\n" + """
 local now, rid, tokens = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local lease, n = tonumber(ARGV[4]), tonumber(ARGV[5])
 local window = tonumber(ARGV[6 + n])
@@ -46,29 +53,40 @@ if now < 0 then
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 local lease_end = now + lease
+local per_s = BUCKETS / window
+local bucket = math.floor(now * per_s)
 """ + _SCOPES + """
 for i = 1, n do
   local s, f = S[i], S[i].f
   s.rpm, s.tpm, s.conc = tonumber(f[2]), tonumber(f[3]), tonumber(f[4])
   s.budget, s.cost, s.seed, s.ttl = tonumber(f[5]), tonumber(f[6]), tonumber(f[7]), tonumber(f[8])
 end
-local function oldest(z, default)
-  local first = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
-  if #first > 0 then return tonumber(first[2]) + window - now end
-  return default
-end
-local function purge_tpm(s)
-  s.tsum = tonumber(redis.call('HGET', s.ktpmw, '_sum')) or 0
+-- Loads the window's sums after dropping the buckets that left it (at most one per bucket
+-- width since the last admission, so O(1) amortised); an empty list resets the sums.
+local function open_window(s)
+  s.opened = true
+  local sums = redis.call('HMGET', s.kw, '_r', '_t')
+  s.wr, s.wt = tonumber(sums[1]) or 0, tonumber(sums[2]) or 0
+  local cutoff = math.floor((now - window) * per_s)
   while true do
-    local old = redis.call('ZRANGEBYSCORE', s.ktpm, '-inf', now - window, 'LIMIT', 0, 500)
-    if #old == 0 then return end
-    local ws = redis.call('HMGET', s.ktpmw, unpack(old))
-    for j = 1, #ws do s.tsum = s.tsum - (tonumber(ws[j]) or 0) end
-    redis.call('HDEL', s.ktpmw, unpack(old))
-    redis.call('ZREM', s.ktpm, unpack(old))
-    s.tdirty = true
-    if #old < 500 then return end
+    local b = redis.call('LINDEX', s.kwl, 0)
+    if not b then
+      if s.wr ~= 0 or s.wt ~= 0 then s.wr, s.wt, s.wdirty = 0, 0, true end
+      return
+    end
+    s.first = tonumber(b)
+    if s.first >= cutoff then return end
+    local v = redis.call('HMGET', s.kw, 'r' .. b, 't' .. b)
+    s.wr = s.wr - (tonumber(v[1]) or 0)
+    s.wt = s.wt - (tonumber(v[2]) or 0)
+    redis.call('HDEL', s.kw, 'r' .. b, 't' .. b)
+    redis.call('LPOP', s.kwl)
+    s.first, s.wdirty = nil, true
   end
+end
+local function retry(s, default)
+  if s.first then return (s.first + 1) / per_s + window - now end
+  return default
 end
 local function purge_reservations(s)
   while true do
@@ -85,14 +103,9 @@ local function purge_reservations(s)
   end
 end
 local function check(s)
-  if s.rpm >= 0 then
-    redis.call('ZREMRANGEBYSCORE', s.krpm, '-inf', now - window)
-    if redis.call('ZCARD', s.krpm) + 1 > s.rpm then return {'rpm', oldest(s.krpm, 1)} end
-  end
-  if s.tpm >= 0 then
-    purge_tpm(s)
-    if s.tsum + tokens > s.tpm then return {'tpm', oldest(s.ktpm, window)} end
-  end
+  if s.rpm >= 0 or s.tpm >= 0 then open_window(s) end
+  if s.rpm >= 0 and s.wr + 1 > s.rpm then return {'rpm', retry(s, 1)} end
+  if s.tpm >= 0 and s.wt + tokens > s.tpm then return {'tpm', retry(s, window)} end
   if s.conc >= 0 then
     redis.call('ZREMRANGEBYSCORE', s.krun, '-inf', now)
     if redis.call('ZCARD', s.krun) + 1 > s.conc then return {'concurrency', 1} end
@@ -112,20 +125,18 @@ local function check(s)
   return nil
 end
 local function write_back(s)
-  if s.tdirty then redis.call('HSET', s.ktpmw, '_sum', int(s.tsum)) end
+  if s.wdirty then redis.call('HSET', s.kw, '_r', int(s.wr), '_t', int(s.wt)) end
   if s.bdirty then redis.call('HSET', s.kled, 'reserved', int(s.reserved)) end
 end
-local function commit(s)
-  local life = math.ceil(window) + 1
-  if s.rpm >= 0 then
-    redis.call('ZADD', s.krpm, now, rid)
-    redis.call('EXPIRE', s.krpm, life)
-  end
-  if s.tpm >= 0 then
-    redis.call('ZADD', s.ktpm, now, rid)
-    redis.call('HSET', s.ktpmw, rid, tokens, '_sum', int(s.tsum + tokens))
-    redis.call('EXPIRE', s.ktpm, life)
-    redis.call('EXPIRE', s.ktpmw, life)
+local function commit(s, b)
+  local life = math.ceil(window) + 2
+  if s.rpm >= 0 or s.tpm >= 0 then
+    if s.newest ~= b then redis.call('RPUSH', s.kwl, int(b)) end
+    redis.call('HINCRBY', s.kw, 'r' .. int(b), 1)
+    redis.call('HINCRBY', s.kw, 't' .. int(b), tokens)
+    redis.call('HSET', s.kw, '_r', int(s.wr + 1), '_t', int(s.wt + tokens))
+    redis.call('EXPIRE', s.kw, life)
+    redis.call('EXPIRE', s.kwl, life)
   end
   if s.conc >= 0 then
     redis.call('ZADD', s.krun, lease_end, rid)
@@ -137,24 +148,35 @@ local function commit(s)
     redis.call('EXPIRE', s.kres, s.ttl)
   end
 end
-local out = {1, '-', 0, 0, string.format('%.6f', now)}
+local out = {1, '-', 0, 0, string.format('%.6f', now), int(bucket)}
 for i = 1, n do
   local refusal = check(S[i])
   if refusal then
-    out = {0, refusal[1], i, math.floor(refusal[2] * 1000), string.format('%.6f', now)}
-    for j = 1, i do write_back(S[j]) end
+    out = {0, refusal[1], i, math.floor(refusal[2] * 1000), string.format('%.6f', now), int(bucket)}
     break
   end
 end
 if out[1] == 1 then
-  for i = 1, n do commit(S[i]) end
+  -- One bucket for every scope, so the settle knows which to correct: the admission's own,
+  -- or the newest of any scope if that is later (buckets only ever join at the newest end, and
+  -- a clock that stepped back, or another replica's ahead of it, must not break that order).
+  local b = bucket
+  for i = 1, n do
+    local s = S[i]
+    if s.rpm >= 0 or s.tpm >= 0 then
+      s.newest = tonumber(redis.call('LINDEX', s.kwl, -1))
+      if s.newest and s.newest > b then b = s.newest end
+    end
+  end
+  for i = 1, n do commit(S[i], b) end
+  out[6] = int(b)
 else
   for i = 1, n do
     local s, r, t = S[i], -1, -1
-    if s.rpm >= 0 then r = math.max(s.rpm - redis.call('ZCARD', s.krpm), 0) end
-    if s.tpm >= 0 then
-      t = math.max(s.tpm - (tonumber(redis.call('HGET', s.ktpmw, '_sum')) or 0), 0)
-    end
+    if not s.opened and (s.rpm >= 0 or s.tpm >= 0) then open_window(s) end
+    write_back(s)
+    if s.rpm >= 0 then r = math.max(s.rpm - s.wr, 0) end
+    if s.tpm >= 0 then t = math.max(s.tpm - s.wt, 0) end
     out[#out + 1] = r
     out[#out + 1] = t
   end
@@ -163,7 +185,8 @@ return table.concat(out, ' ')
 """
 
 # KEYS as for admit. ARGV: rid, mode (settle|release), tokens, cost, n, then per scope one
-# string "period budget soft_threshold tpm_on conc_on". Returns the indexes of scopes whose
+# string "period budget soft_threshold tpm_on conc_on bucket estimate" (bucket: the one the
+# admission counted in; estimate: the tokens it counted). Returns the indexes of scopes whose
 # spend crossed their soft threshold.
 _FINISH = """
 local rid, mode, tokens, cost, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -174,11 +197,18 @@ for i = 1, n do
   local budget, soft = tonumber(f[2]), tonumber(f[3])
   if f[5] == '1' then redis.call('ZREM', s.krun, rid) end
   if f[4] == '1' then
-    local w = redis.call('HMGET', s.ktpmw, rid, '_sum')
-    if w[1] then
-      local new = 0
-      if mode == 'settle' then new = tokens end
-      redis.call('HSET', s.ktpmw, rid, new, '_sum', int((tonumber(w[2]) or 0) + new - tonumber(w[1])))
+    -- Correct the admission's bucket while it is still in the window (after that nothing
+    -- counts it); never below zero, whatever a clock step did.
+    local field = 't' .. f[6]
+    local held = tonumber(redis.call('HGET', s.kw, field))
+    if held then
+      local delta = -tonumber(f[7])
+      if mode == 'settle' then delta = delta + tokens end
+      if delta < -held then delta = -held end
+      if delta ~= 0 then
+        redis.call('HINCRBY', s.kw, field, int(delta))
+        redis.call('HINCRBY', s.kw, '_t', int(delta))
+      end
     end
   end
   if budget >= 0 then
@@ -249,7 +279,8 @@ class RedisQuota:
             scope = req.scopes[index - 1]
             seeds[scope.id] = await self._load(scope, period_of(scope.limits.budget_period, req.now).start)
         at = float(raw[4])
-        rest = [int(float(x)) for x in raw[5:]]  # Lua may print big numbers as 1e+14
+        req.window_bucket = int(raw[5])
+        rest = [int(float(x)) for x in raw[6:]]  # Lua may print big numbers as 1e+14
         remaining = [(_opt(rest[i]), _opt(rest[i + 1])) for i in range(0, len(rest), 2)]
         if ok:
             return Decision(True, remaining=remaining, at=at)
@@ -277,7 +308,8 @@ class RedisQuota:
             budget = -1 if lim.budget_usd is None else round(lim.budget_usd * 1e9)
             soft = -1 if lim.budget_usd is None else round(lim.budget_usd * lim.soft_alert * 1e9)
             args.append(f"{period_of(lim.budget_period, req.now).id} {budget} {soft} "
-                        f"{int(lim.tpm is not None)} {int(lim.concurrency is not None)}")
+                        f"{int(lim.tpm is not None)} {int(lim.concurrency is not None)} "
+                        f"{req.window_bucket} {req.tokens}")
         done: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
 
         def scope_ids(call: asyncio.Future[Any]) -> None:
