@@ -10,6 +10,7 @@ ring each).
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -46,8 +47,12 @@ class DeploymentStats:
 
     def quantile(self, q: float, min_samples: int) -> float | None:
         """Quantile ``q`` of recent attempt latencies (time to first token for streams);
-        recomputed every 16 samples so the sort stays off most requests."""
-        if len(self.samples) < min_samples:
+        recomputed every 16 samples so the sort stays off most requests. None (the caller's
+        fallback) until there are ``min_samples`` and enough that about two should lie above
+        the quantile (2 / (1 - q): 200 for p99; at most the SAMPLES kept): a "p99" of 20
+        samples is their maximum, which misses a 5% tail in a third of all warm-ups, and a
+        hedge delay set from it spends the hedge budget on requests that were never slow."""
+        if len(self.samples) < max(min_samples, min(SAMPLES, math.ceil(2 / (1 - q) - 1e-9))):
             return None
         if self._q_value is None or self._q != q or self.successes - self._q_at >= 16:
             ordered = sorted(self.samples)
