@@ -4,12 +4,12 @@ RedisQuota are tested in test_quota.py against both stores.)"""
 
 from __future__ import annotations
 
-import bisect
 import random
 
 from admin.models import Limits
 from admin.quota import WINDOW_S, AdmitRequest, Scope
 from admin.quota_memory import BUCKETS_PER_S, MemoryQuota
+from tests.admin.exact_log import ExactLog
 
 T0 = 1_750_000_000.0
 BUCKET_S = 1 / BUCKETS_PER_S
@@ -28,24 +28,15 @@ def test_rpm_never_exceeds_the_limit_and_is_at_most_one_bucket_stricter() -> Non
     limit = 50
     q = MemoryQuota(no_spend)
     scope = Scope("k:a", Limits(rpm=limit))
-    admitted: list[float] = []
+    log = ExactLog(limit, BUCKET_S)
     now = T0
     for i in range(6_000):  # bursts and gaps over ~5 windows
         now += rng.choice((0.001, 0.01, 0.2, 1.5))
         decision = q.admit_now(req(i, scope, now))
         assert decision is not None
-        in_window = len(admitted) - bisect.bisect_right(admitted, now - WINDOW_S)
-        in_window_and_bucket = len(admitted) - bisect.bisect_left(admitted, now - WINDOW_S - BUCKET_S)
-        if decision.ok:
-            assert in_window < limit  # an exact log would admit it too
-            admitted.append(now)
-        else:
-            # refused: the window widened by one bucket is full (never stricter than that)
-            assert in_window_and_bucket >= limit
-            assert 0 < decision.retry_after <= WINDOW_S + BUCKET_S
-    assert len(admitted) > 4 * limit
-    for i, t in enumerate(admitted):  # every 60 s window holds at most the limit
-        assert bisect.bisect_left(admitted, t + WINDOW_S) - i <= limit
+        log.check(now, decision)
+    assert len(log.admitted) > 4 * limit
+    log.assert_never_over_the_limit()
 
 
 def test_memory_is_bounded_by_buckets_not_by_requests() -> None:
