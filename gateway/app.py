@@ -17,7 +17,6 @@ The body limit is aiohttp's ``client_max_size`` (a 413 raised on read, mapped by
 from __future__ import annotations
 
 import importlib
-import logging
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
@@ -45,7 +44,6 @@ from gateway.tasks import TaskTracker
 from gateway.tokens import TokenCounter
 
 DRAIN_TIMEOUT_S = 10.0
-log = logging.getLogger("turnout.gateway")
 
 
 def create_app(cfg: GatewayConfig) -> web.Application:
@@ -59,8 +57,6 @@ def create_app(cfg: GatewayConfig) -> web.Application:
     app.cleanup_ctx.append(_core_ctx(cfg))
     if cfg.cache is not None:
         _install_cache(app, cfg)
-    else:
-        app[CONFIG_LISTENERS].append(_warn_if_cache_added)
     if cfg.admin is not None:
         # admin plugs in from above: gateway never imports it statically (layering contract).
         importlib.import_module("admin.plugin").setup(app, cfg)
@@ -75,11 +71,6 @@ def create_app(cfg: GatewayConfig) -> web.Application:
 
 def _install_cache(app: web.Application, cfg: GatewayConfig) -> None:
     importlib.import_module("gateway.cache_adapter").install(app, cfg)
-
-
-async def _warn_if_cache_added(cfg: GatewayConfig) -> None:
-    if cfg.cache is not None:
-        log.warning("a cache section was added: the cache starts after a restart")
 
 
 def _core_ctx(cfg: GatewayConfig) -> Callable[[web.Application], AsyncIterator[None]]:

@@ -83,8 +83,7 @@ class CacheAdapter:
         """After a reload: lookups and writes from now on use the new TTLs, thresholds, route
         overrides and semantic on/off (an entry keeps the TTL it was written with). The store, the index and the
         models were built at startup; a change to them is logged and applies after a restart."""
-        if cfg.cache is None:
-            log.warning("the cache section was removed: the cache stays on until a restart")
+        if cfg.cache is None:  # removed: the cache stays until a restart (server.reload says so)
             return
         self.cache.cfg = merged = self.cache.cfg.with_policies_of(cfg.cache)
         log.info("cache policies reloaded")

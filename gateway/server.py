@@ -71,10 +71,13 @@ def tune_gc() -> None:
 
 def restart_only_changes(old: GatewayConfig, new: GatewayConfig) -> list[str]:
     """Top-level settings a worker reads once at startup (its socket and limits, the shared
-    Redis client, logging, the observability middleware): a reload keeps the old values.
-    Plug-ins report their own sections (CONFIG_LISTENERS)."""
-    return [name for name in ("server", "redis_url", "log_level", "observability")
-            if getattr(old, name) != getattr(new, name)]
+    Redis client, logging, the observability middleware, which plug-ins are installed): a
+    reload keeps the old values. Plug-ins report changes inside their sections themselves
+    (CONFIG_LISTENERS)."""
+    changed = [name for name in ("server", "redis_url", "log_level", "observability")
+               if getattr(old, name) != getattr(new, name)]
+    return changed + [f"{name} (added or removed)" for name in ("cache", "admin")
+                      if (getattr(old, name) is None) != (getattr(new, name) is None)]
 
 
 async def reload(app: web.Application, config_path: str) -> bool:

@@ -122,5 +122,6 @@ def test_a_reload_names_the_settings_that_need_a_restart() -> None:
     base = "backends: {sim: {kind: mock}}\nmodels: {chat: {deployments: [sim]}}\n"
     old = load_text(base)
     assert restart_only_changes(old, load_text(base.replace("chat", "other"))) == []  # models reload
-    new = load_text(base + 'server: {port: 9999}\nredis: {url: "redis://127.0.0.1:6379/1"}\n')
-    assert restart_only_changes(old, new) == ["server", "redis_url"]
+    new = load_text(base + 'server: {port: 9999}\nredis: {url: "redis://127.0.0.1:6379/1"}\n'
+                    "cache: {store: memory}\n")
+    assert restart_only_changes(old, new) == ["server", "redis_url", "cache (added or removed)"]
