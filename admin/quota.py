@@ -82,8 +82,9 @@ class AdmitRequest:
     tokens: int
     cost_nusd: int
     now: float
-    # Set by RedisQuota.admit: the shared window bucket the admission counted in, which its
-    # settle corrects (-1: not counted in one).
+    # Set by the store at admission: the window bucket the admission counted in, which its
+    # settle corrects (RedisQuota: the shared bucket; MemoryQuota: the request's own bucket;
+    # -1: not counted in one).
     window_bucket: int = -1
 
 

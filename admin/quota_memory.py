@@ -74,23 +74,17 @@ class _Window:
             self.tokens -= tokens
         self.first = _NEVER
 
-    def add(self, bucket: int, tokens: int) -> None:
+    def open(self, bucket: int) -> list[int]:
+        """The sums of a bucket not counted in yet: a new newest one, or the newest one if the
+        wall clock stepped back (keeping the order; its settle then corrects a bucket of its
+        own time, if any: a clamped, bounded error of one estimate, on a clock step only)."""
         buckets = self.buckets
-        sums = buckets.get(bucket)
-        if sums is None:
-            newest = next(reversed(buckets), None)
-            if newest is None:
-                self.first = bucket
-            elif bucket < newest:
-                # The wall clock stepped back: count it in the newest bucket, keeping the order.
-                # (Its settle then corrects a bucket of its own time, if any: a clamped, bounded
-                # error of one estimate, on a clock step only.)
-                bucket = newest
-            sums = buckets.setdefault(bucket, [0, 0])
-        sums[0] += 1
-        sums[1] += tokens
-        self.requests += 1
-        self.tokens += tokens
+        newest = next(reversed(buckets), None)
+        if newest is None:
+            self.first = bucket
+        elif bucket < newest:
+            bucket = newest
+        return buckets.setdefault(bucket, [0, 0])
 
     def correct(self, bucket: int, delta: int) -> None:
         """Change the tokens of an admission in ``bucket`` while it is still in the window (once
@@ -101,69 +95,104 @@ class _Window:
             sums[1] += delta
             self.tokens += delta
 
-    def retry_after(self, now: float, window: float) -> float:
-        """Seconds until the oldest bucket leaves the window."""
+    def retry_after(self, now: float, span: int) -> float:
+        """Seconds until the oldest bucket leaves a window of ``span`` buckets."""
         if not self.buckets:
             return 1.0
-        return max((self.first + 1) / BUCKETS_PER_S + window - now, 0.001)
+        return max((self.first + 1 + span) / BUCKETS_PER_S - now, 0.001)
 
 
 class _State:
     """Counters of one scope. Limits are read from the request's Scope every time (they can
-    change at runtime); only counts live here."""
+    change at runtime); only counts live here, plus what this scope's current Limits object
+    implies (``_bind``: the budget in nano-USD, which counters apply), recomputed when the
+    object changes, so the per-request path does no arithmetic on the limits."""
 
-    __slots__ = ("ledger", "running", "window")
+    __slots__ = ("budget", "counted", "ledger", "lim", "rpm", "running", "soft", "tpm", "window")
 
     def __init__(self) -> None:
         self.window = _Window()  # RPM and TPM; tokens are the estimate, corrected at settle
         self.running: dict[str, float] = {}  # rid -> lease end; insertion order is lease order
         self.ledger: _Ledger | None = None
+        self.lim: Limits | None = None
+        self.rpm: int | None = None
+        self.tpm: int | None = None
+        self.counted = False  # RPM or TPM applies: admissions are counted in the window
+        self.budget: int | None = None  # nano-USD
+        self.soft = 0  # nano-USD: the soft alert's threshold
+
+    def _bind(self, lim: Limits) -> None:
+        self.lim, self.rpm, self.tpm = lim, lim.rpm, lim.tpm
+        self.counted = lim.rpm is not None or lim.tpm is not None
+        if lim.budget_usd is None:
+            self.budget = None
+        else:
+            self.budget = round(lim.budget_usd * 1e9)
+            self.soft = round(lim.budget_usd * lim.soft_alert * 1e9)
+        if self.ledger is not None and self.ledger.kind != lim.budget_period:
+            self.ledger = None  # another kind of period: seed its ledger afresh
 
     def needs_ledger(self, lim: Limits, now: float) -> bool:
         """A budget applies but this process has not seeded the ledger of now's period yet."""
         return lim.budget_usd is not None and (self.ledger is None or not self.ledger.covers(lim.budget_period, now))
 
-    def check(self, lim: Limits, req: AdmitRequest, scope_id: str, window: float) -> Decision | None:
+    def check(self, lim: Limits, req: AdmitRequest, scope_id: str, span: int) -> Decision | None:
         """Expire what left the window, then the refusal if ``req`` does not fit, UNSEEDED if the
         budget period's ledger must be seeded first, None if it fits. One call per scope: this
-        runs for every scope of every request."""
+        runs for every scope of every request, so it is written for that. ``req.window_bucket``
+        is the request's own bucket (MemoryQuota.admit_now sets it); ``span`` is the window in buckets."""
+        if lim is not self.lim:
+            self._bind(lim)
         now = req.now
-        cutoff = int((now - window) * BUCKETS_PER_S)  # buckets before this one have left the window
-        counted, running = self.window, self.running
-        if counted.first < cutoff:
-            counted.expire(cutoff)
+        if self.counted:
+            counted = self.window
+            # buckets before this one have left the window
+            cutoff = req.window_bucket - span
+            if counted.first < cutoff:
+                counted.expire(cutoff)
+            if self.rpm is not None and counted.requests >= self.rpm:
+                return Decision(False, "rpm", scope_id, counted.retry_after(now, span))
+            if self.tpm is not None and counted.tokens + req.tokens > self.tpm:
+                return Decision(False, "tpm", scope_id, counted.retry_after(now, span))
+        if self.running:
+            self._expire_leases(now)
+        if lim.concurrency is not None and len(self.running) >= lim.concurrency:
+            return Decision(False, "concurrency", scope_id, 1.0)
+        budget = self.budget
+        if budget is None:
+            return None
+        ledger = self.ledger
+        if ledger is None or not ledger.period.start <= now < ledger.period.end:
+            return UNSEEDED
+        if now >= ledger.next_expiry:
+            ledger.purge(now)
+        spent = ledger.spent
+        if spent >= budget or spent + ledger.reserved_total + req.cost_nusd > budget:
+            return Decision(False, "budget", scope_id, ledger.period.end - now)
+        return None
+
+    def _expire_leases(self, now: float) -> None:
+        running = self.running
         while running:  # lease order: stop at the first lease still held
             rid = next(iter(running))
             if running[rid] > now:
                 break
             del running[rid]
-        if lim.rpm is not None and counted.requests >= lim.rpm:
-            return Decision(False, "rpm", scope_id, counted.retry_after(now, window))
-        if lim.tpm is not None and counted.tokens + req.tokens > lim.tpm:
-            return Decision(False, "tpm", scope_id, counted.retry_after(now, window))
-        if lim.concurrency is not None and len(running) >= lim.concurrency:
-            return Decision(False, "concurrency", scope_id, 1.0)
-        return None if lim.budget_usd is None else self._budget_check(lim, req, scope_id)
-
-    def _budget_check(self, lim: Limits, req: AdmitRequest, scope_id: str) -> Decision | None:
-        now, ledger = req.now, self.ledger
-        if ledger is None or not ledger.covers(lim.budget_period, now):
-            return UNSEEDED
-        if now >= ledger.next_expiry:
-            ledger.purge(now)
-        budget = round((lim.budget_usd or 0.0) * 1e9)
-        if ledger.spent >= budget or ledger.spent + ledger.reserved_total + req.cost_nusd > budget:
-            return Decision(False, "budget", scope_id, ledger.period.end - now)
-        return None
 
     def commit(self, lim: Limits, req: AdmitRequest, lease: float) -> None:
+        """Count ``req`` in; ``check`` has just passed it with these limits (so they are bound)."""
         now, rid = req.now, req.req_id
-        if lim.rpm is not None or lim.tpm is not None:
-            self.window.add(int(now * BUCKETS_PER_S), req.tokens)
+        if self.counted:
+            window = self.window
+            sums = window.buckets.get(bucket := req.window_bucket) or window.open(bucket)
+            sums[0] += 1
+            sums[1] += req.tokens
+            window.requests += 1
+            window.tokens += req.tokens
         if lim.concurrency is not None:
             self.running[rid] = now + lease
         ledger = self.ledger
-        if lim.budget_usd is not None and ledger is not None:
+        if self.budget is not None and ledger is not None:
             ledger.reserved[rid] = (req.cost_nusd, now + lease)
             ledger.reserved_total += req.cost_nusd
             if now + lease < ledger.next_expiry:
@@ -171,28 +200,29 @@ class _State:
 
     def finish(self, lim: Limits, req: AdmitRequest, tokens: int | None, cost_nusd: int) -> bool:
         """Undo the reservation, count the real use; True if spend crossed the soft alert."""
+        if lim is not self.lim:
+            self._bind(lim)
         rid = req.req_id
         if self.running:
             self.running.pop(rid, None)
-        if lim.tpm is not None:
-            self.window.correct(int(req.now * BUCKETS_PER_S), (tokens or 0) - req.tokens)
+        if self.tpm is not None:
+            self.window.correct(req.window_bucket, (tokens or 0) - req.tokens)
         ledger = self.ledger
-        if lim.budget_usd is None or ledger is None or not ledger.covers(lim.budget_period, req.now):
+        if self.budget is None or ledger is None or not ledger.period.start <= req.now < ledger.period.end:
             return False  # the admission's period has ended: its reservation went with it
         reserved = ledger.reserved.pop(rid, None)
         if reserved is not None:
             ledger.reserved_total -= reserved[0]
         if tokens is None:
             return False
-        soft = round(lim.budget_usd * lim.soft_alert * 1e9)
         before = ledger.spent
-        ledger.spent += cost_nusd
-        return before < soft <= ledger.spent
+        ledger.spent = spent = before + cost_nusd
+        return before < self.soft <= spent
 
 
 class MemoryQuota:
     def __init__(self, load_spent: SpentLoader, lease: float = 600.0, *, window: float = WINDOW_S) -> None:
-        self._window = window
+        self._span = round(window * BUCKETS_PER_S)  # the window in buckets
         self._load = load_spent
         self._lease = lease
         self._scopes: dict[str, _State] = {}
@@ -223,16 +253,15 @@ class MemoryQuota:
     def admit_now(self, req: AdmitRequest) -> Decision | None:
         """Check-then-commit with no await in between (atomic on the event loop); None when a
         budget period has to be seeded from the database first."""
-        scopes = req.scopes
-        states = []
+        scopes, states = req.scopes, self._scopes
+        req.window_bucket = int(req.now * BUCKETS_PER_S)  # the bucket it counts in, and its settle corrects
         for scope in scopes:  # every scope checked before any is committed
-            state = self._scopes.get(scope.id) or self._state(scope.id)
-            refusal = state.check(scope.limits, req, scope.id, self._window)
+            state = states.get(scope.id) or self._state(scope.id)
+            refusal = state.check(scope.limits, req, scope.id, self._span)
             if refusal is not None:
                 return self._refused(refusal, req)
-            states.append(state)
-        for i, state in enumerate(states):
-            state.commit(scopes[i].limits, req, self._lease)
+        for scope in scopes:
+            states[scope.id].commit(scope.limits, req, self._lease)
         return ADMITTED
 
     def _refused(self, refusal: Decision, req: AdmitRequest) -> Decision | None:
