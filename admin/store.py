@@ -18,7 +18,7 @@ import orjson
 from admin import keygen, usage_rollup
 from admin.db import Database, Row, fetchone
 from admin.errors import Conflict, InvalidRequest, NotFound
-from admin.models import ApiKey, Limits, Tenant, UsageEvent
+from admin.models import ApiKey, Limits, Tenant
 
 _TENANT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _KEY_COLUMNS = "id, tenant_id, hash, name, limits, created_at, expires_at, revoked_at, replaced_by"
@@ -163,17 +163,17 @@ class Store:
         return key
 
     # -- usage ---------------------------------------------------------------------------
-    async def insert_usage(self, events: Sequence[UsageEvent]) -> None:
+    async def insert_usage(self, batch: usage_rollup.UsageBatch) -> None:
         """Add a batch to the daily totals, once: a batch whose id was applied already (a retry
         after an unacknowledged commit, a replayed spill) changes nothing."""
-        if not events:
+        totals = batch.rows
+        if not totals:
             return
-        totals = usage_rollup.rollup(events)
         now = time.time()
         async with self.db.transaction() as tx:
             fresh = await tx.fetch(
                 "INSERT INTO usage_batches (id, applied_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING RETURNING id",
-                usage_rollup.batch_id(events), now)
+                batch.id, now)
             if not fresh:
                 return
             start = 0

@@ -1,21 +1,29 @@
-"""Usage events: a bounded queue drained in batches, off the request path.
+"""Usage metering off the request path: each finished request is folded into daily totals in
+memory, and a background task writes them to the store in batches.
 
 Contracts:
-- ``record`` never blocks and never drops: when the queue is full, the whole queue is handed
-  to the flush task, which appends it to the spill file in one write, in a thread.
-- A background task writes batches of up to ``batch`` events at least every ``interval``
-  seconds. A failed write is retried with exponential backoff (``retries`` times), then the
-  batch is spilled to ``<spill_dir>/usage-<pid>-<n>.jsonl``.
+- ``add`` runs once per request (``AdmissionTicket`` settle/release): it folds the request into
+  the open totals of its (UTC day of admission, tenant, key, model): a dict lookup and a few
+  additions, never I/O, never a drop. ``stop`` rebinds it to spill at once.
+- The flush task cuts the open totals into a batch every ``interval`` seconds, or as soon as
+  ``batch`` requests were added since the last cut, and writes batches in order. A batch gets
+  a unique id when it is cut (a random per-recorder prefix and a counter) and keeps it through
+  retries, spill and replay: the store applies a batch once by id, so a retried write, a
+  replayed spill, or a write whose commit went through unacknowledged counts nothing twice.
+- A failed write is retried with exponential backoff (``retries`` times), then the batch is
+  appended to ``<spill_dir>/usage-<pid>-<id>.jsonl`` with fsync, in a thread. A batch goes to
+  the spill file without further retries once ``capacity`` requests wait in memory behind it.
 - ``start`` first replays spill files left by earlier runs (any process: a file is claimed by
-  an atomic rename, so replicas sharing the directory replay it once). A spill file holds one
-  line per batch and each is replayed as that batch; the store applies a batch once (by id),
-  so a replay after a partial replay, or of a batch whose commit was not acknowledged, counts
-  nothing twice.
-- ``stop`` (graceful shutdown) writes everything queued; what the store refuses is spilled.
-  Events recorded after ``stop`` go straight to the spill file.
-- Loss bound on ``kill -9``: only events still in memory, i.e. recorded during the last
-  ``interval`` seconds plus the batch being written, and a full queue not yet spilled (never
-  more than twice ``capacity``).
+  an atomic rename, so replicas sharing the directory replay it once), one batch per line.
+- ``stop`` (graceful shutdown) cuts and writes everything; what the store refuses is spilled.
+- Loss bound on ``kill -9``: the requests added since the last cut (at most ``interval``
+  seconds or ``batch`` requests) plus the batch being written and what was added during its
+  retries (at most ``capacity`` requests).
+
+Why totals and not a queue of events: the store keeps only daily totals
+(``usage_rollup``), so an event per request was built, queued and folded later anyway. Folding
+at once costs the request path less than building the event did, holds memory per group rather
+than per request, and writes one row per group per batch.
 """
 
 from __future__ import annotations
@@ -24,61 +32,92 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import operator
 import os
-from collections.abc import Awaitable, Callable, Sequence
+import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from admin.models import UsageEvent
+from admin.usage_rollup import COLUMNS, Total, UsageBatch, day_of
 
 log = logging.getLogger("turnout.admin.usage")
-Sink = Callable[[Sequence[UsageEvent]], Awaitable[None]]
+_DAY_S = 86400
+_Member = tuple[int, int, int, int, bool]  # prompt, completion, cost (nano-USD), status, cached
+_PROMPT, _COMPLETION, _COST, _STATUS, _CACHED = map(operator.itemgetter, range(5))
+_FAILED = (400).__le__  # status >= 400
+
+
+def _day_str(day: float) -> str:
+    return day_of(day * _DAY_S)
+
+
+Sink = Callable[[UsageBatch], Awaitable[None]]
+Add = Callable[[float, str, str | None, str, int, int, int, int, bool], None]
 
 
 class UsageRecorder:
     def __init__(
-        self, sink: Sink, spill_dir: str | Path, *, batch: int = 500, interval: float = 1.0,
+        self, sink: Sink, spill_dir: str | Path, *, batch: int = 5_000, interval: float = 1.0,
         capacity: int = 50_000, retries: int = 3, backoff: float = 0.2,
     ) -> None:
         self._sink = sink
         self._dir = Path(spill_dir)
         self._batch = batch
-        self._threshold = min(batch, capacity)  # queue length at which record() looks further; 1 after stop()
         self._interval = interval
         self._retries = retries
         self._backoff = backoff
         self._capacity = capacity
-        # A plain list, not asyncio.Queue: record() runs once per request and must stay a few
-        # hundred nanoseconds; only the flush task waits, on _full or the interval.
-        self._queue: list[UsageEvent] = []
-        self._overflow: list[list[UsageEvent]] = []  # full queues waiting to be spilled
-        self._task: asyncio.Task[None] | None = None
-        self._inflight: asyncio.Future[None] | None = None
+        # (UTC day number, tenant, key, model) -> its requests since the last cut
+        self._open: dict[tuple[float, str, str | None, str], list[_Member]] = {}
+        self._added = 0  # requests added to _open since the last cut
+        self._prefix = secrets.token_hex(6)
+        self._ids = itertools.count()
         self._full = asyncio.Event()
-        self._stopped = False
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._seq = itertools.count()
-        self._spill_path = self._dir / f"usage-{os.getpid()}-{id(self):x}.jsonl"
-        self.written = 0
-        self.spilled = 0
+        self._spill_path = self._dir / f"usage-{os.getpid()}-{self._prefix}.jsonl"
+        self.add: Add = self._fold
+        self.written = 0  # requests
+        self.spilled = 0  # requests
 
-    def record(self, event: UsageEvent) -> None:
-        queue = self._queue
-        queue.append(event)
-        if len(queue) >= self._threshold:  # one test per event on the usual path
-            self._on_batch()
+    def _fold(self, ts: float, tenant: str, key_id: str | None, model: str, prompt: int, completion: int,
+              cost_nusd: int, status: int, cached: bool) -> None:
+        """``add`` until ``stop``: ``ts`` is the request's admission time (its day is the one
+        its budget period counted it in). Only grouped here; the sums run in C at the cut."""
+        group = (ts // _DAY_S, tenant, key_id, model)
+        members = self._open.get(group)
+        if members is None:
+            members = self._open[group] = []
+        members.append((prompt, completion, cost_nusd, status, cached))
+        self._added += 1
+        if self._added >= self._batch:
+            self._full.set()
 
-    def _on_batch(self) -> None:
-        queue = self._queue
-        if self._stopped:  # after stop(): each new event straight to the spill file
-            self._spill([queue.pop()])
-            return
-        if len(queue) >= self._capacity:
-            # The store cannot keep up: hand the whole queue to the flush task, which spills it
-            # in one write off the event loop (never a file write per request here).
-            self._overflow.append(queue)
-            self._queue = []
-        self._full.set()
+    def _spill_at_once(self, ts: float, tenant: str, key_id: str | None, model: str, prompt: int,
+                       completion: int, cost_nusd: int, status: int, cached: bool) -> None:
+        """``add`` after ``stop``: nothing will flush any more, so each request is spilled."""
+        self._fold(ts, tenant, key_id, model, prompt, completion, cost_nusd, status, cached)
+        batch = self._cut()
+        if batch is not None:
+            self._spill(batch)
+
+    def pending(self) -> int:
+        """Requests added but not cut into a batch yet."""
+        return self._added
+
+    def _cut(self) -> UsageBatch | None:
+        if not self._open:
+            return None
+        opened, requests = self._open, self._added
+        self._open, self._added = {}, 0
+        self._full.clear()
+        rows = sorted(_total(group, members) for group, members in opened.items())
+        return UsageBatch(f"{self._prefix}-{next(self._ids):x}", rows, requests)
 
     async def start(self) -> None:
         try:
@@ -88,78 +127,53 @@ class UsageRecorder:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-flush")
 
     async def stop(self) -> None:
-        self._stopped = True
-        self._threshold = 1  # from now on every event goes to the spill file at once
+        """Cut and write everything added so far. The flush task is woken, not cancelled, so
+        a write is never interrupted half-way; it exits after its last batch."""
+        self._stopping = True
+        self._full.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._inflight is not None:
-            await self._inflight
-        await self._spill_overflow()
-        while self._queue:
-            await self._write(self._take(self._batch))
-
-    def pending(self) -> int:
-        return len(self._queue)
-
-    def _take(self, limit: int) -> list[UsageEvent]:
-        if len(self._queue) <= limit:
-            batch, self._queue = self._queue, []
-        else:
-            batch, self._queue = self._queue[:limit], self._queue[limit:]
-        return batch
-
-    async def _spill_overflow(self) -> None:
-        while self._overflow:
-            await asyncio.to_thread(self._spill, self._overflow[0])
-            self._overflow.pop(0)  # dropped only once on disk: stop() spills what is left
+            await self._task
+        self.add = self._spill_at_once
+        batch = self._cut()  # added between the task's last cut and the rebinding above
+        if batch is not None:
+            await self._write(batch)
 
     async def _run(self) -> None:
-        while True:
-            await self._spill_overflow()
-            if len(self._queue) < self._batch:
+        while not self._stopping:
+            if self._added < self._batch:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), self._interval)
-            self._full.clear()
-            if not self._queue:
-                continue
-            # Taken out of the queue only once the write starts; stop() awaits _inflight, so a
-            # batch is never in neither place.
-            self._inflight = asyncio.ensure_future(self._write(self._take(self._batch)))
-            await asyncio.shield(self._inflight)
-            self._inflight = None
+            batch = self._cut()
+            if batch is not None:
+                await self._write(batch)
 
-    async def _write(self, batch: list[UsageEvent]) -> None:
-        if not batch:
-            return
+    async def _write(self, batch: UsageBatch) -> None:
         delay = self._backoff
         for attempt in range(self._retries + 1):
             try:
                 await self._sink(batch)
-                self.written += len(batch)
+                self.written += batch.requests
                 return
             except Exception as exc:  # the store is down: retry, then spill
                 log.warning("usage write failed (attempt %d): %s", attempt + 1, exc)
-                if attempt < self._retries:
-                    await asyncio.sleep(delay)
-                    delay *= 2
+                if attempt == self._retries or self._added + batch.requests >= self._capacity:
+                    break
+                await asyncio.sleep(delay)
+                delay *= 2
         await asyncio.to_thread(self._spill, batch)
 
-    def _spill(self, events: Sequence[UsageEvent]) -> None:
-        """Append events to this process's spill file, with fsync (the flush task calls it in
-        a thread; only events recorded after stop() are spilled on the caller's thread)."""
+    def _spill(self, batch: UsageBatch) -> None:
+        """Append a batch to this recorder's spill file, with fsync (in a thread, but for the
+        requests added after ``stop``)."""
         self._dir.mkdir(parents=True, exist_ok=True)
         with self._spill_path.open("ab") as f:
-            # One line per batch: replayed as the same batch (same id), so a batch whose
-            # commit went through unacknowledged is not counted twice.
-            f.write(orjson.dumps({"batch": [e.to_json() for e in events]}) + b"\n")
+            f.write(orjson.dumps(batch._asdict()) + b"\n")
             f.flush()
             os.fsync(f.fileno())
-        self.spilled += len(events)
+        self.spilled += batch.requests
 
     async def replay(self) -> int:
-        """Write every spill file of earlier runs to the sink; returns the events replayed."""
+        """Write every spill file of earlier runs to the sink; returns the requests replayed."""
         if not self._dir.is_dir():
             return 0
         total = 0
@@ -175,7 +189,7 @@ class UsageRecorder:
         return total
 
     async def _replay_file(self, path: Path) -> int:
-        batches = await asyncio.to_thread(_read_spill, path)
+        batches = await asyncio.to_thread(read_spill, path)
         try:
             for batch in batches:
                 await self._sink(batch)
@@ -184,20 +198,43 @@ class UsageRecorder:
             await asyncio.to_thread(path.rename, back)
             raise
         await asyncio.to_thread(path.unlink)
-        count = sum(len(b) for b in batches)
-        log.info("replayed %d usage events from %s", count, path.name)
+        count = sum(b.requests for b in batches)
+        log.info("replayed the usage of %d requests from %s", count, path.name)
         return count
 
 
-def _read_spill(path: Path) -> list[list[UsageEvent]]:
-    """The batches of a spill file, in order; a torn line (a crash mid-write) is skipped."""
+def read_spill(path: Path) -> list[UsageBatch]:
+    """The batches of a spill file, in order; a torn line (a crash mid-write) is skipped.
+    Lines of older releases hold events (``{"batch": [...]}``, or one bare event): they are
+    folded here, with the id those releases gave the batch."""
     batches = []
     for line in path.read_bytes().splitlines():
         try:
             raw = orjson.loads(line)
-            # {"batch": [...]}; a bare event is a line of an older release: a batch of one
-            batches.append([UsageEvent.from_json(e) for e in raw["batch"]] if "batch" in raw
-                           else [UsageEvent.from_json(raw)])
-        except (orjson.JSONDecodeError, TypeError, KeyError):
+            if "rows" in raw:
+                rows = [_row(r) for r in raw["rows"]]
+                batches.append(UsageBatch(str(raw["id"]), rows, int(raw["requests"])))
+            else:
+                events = [UsageEvent.from_json(e) for e in raw["batch"]] if "batch" in raw else [
+                    UsageEvent.from_json(raw)]
+                batches.append(UsageBatch.of_events(events))
+        except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
             log.warning("skipping a torn line in %s", path)
     return batches
+
+
+def _total(group: tuple[float, str, str | None, str], members: list[_Member]) -> Total:
+    """One row of a batch: the group's sums, computed in C (``map`` over field getters)."""
+    day, tenant, key_id, model = group
+    return (_day_str(day), tenant, key_id or "", model, len(members), sum(map(_FAILED, map(_STATUS, members))),
+            sum(map(_CACHED, members)), sum(map(_PROMPT, members)), sum(map(_COMPLETION, members)),
+            sum(map(_COST, members)))
+
+
+def _row(raw: list[Any]) -> Total:
+    """A spilled row, checked (a mangled line is skipped, not half-applied)."""
+    if len(raw) != len(COLUMNS):
+        raise ValueError(f"a usage row has {len(raw)} fields")
+    day, tenant, key_id, model, requests, failed, cached, prompt, completion, cost = raw
+    return (str(day), str(tenant), str(key_id), str(model), int(requests), int(failed), int(cached), int(prompt),
+            int(completion), int(cost))

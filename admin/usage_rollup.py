@@ -1,9 +1,11 @@
-"""Usage events folded into daily totals before they reach the database.
+"""Daily usage totals as the store keeps them, and the batches that add to them.
 
-A flush of N events becomes one row per (UTC day, tenant, key, model) it touches (usually one
-or a few), written as multi-row upserts that add to the stored totals. A batch is applied at
-most once: its id is a digest of its event ids, recorded in ``usage_batches`` in the same
-transaction, so a retried write or a replayed spill of the same batch changes nothing.
+A batch holds one row per (UTC day, tenant, key, model) it touches (usually one or a few),
+written as multi-row upserts that add to the stored totals. A batch is applied at most once:
+its id is recorded in ``usage_batches`` in the same transaction, so a retried write or a
+replayed spill of the same batch changes nothing. The usage recorder folds requests into rows
+as they finish (``admin.usage``); ``rollup`` folds the events of an older release's spill files
+the same way, under the id that release gave their batch (``batch_id``, a digest of the event ids).
 
 Statements come in power-of-two row counts (``chunks``): SQLite parses a statement once per
 distinct text, and parsing one with thousands of numbered parameters is quadratic (~70 ms for
@@ -17,6 +19,7 @@ import hashlib
 import operator
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from admin.models import UsageEvent
 
@@ -63,6 +66,19 @@ def rollup(events: Sequence[UsageEvent]) -> list[Total]:
     return [(*group, len(es), sum(map(_FAILED, map(_STATUS, es))), sum(map(bool, map(_CACHED, es))),
              sum(map(_PROMPT, es)), sum(map(_COMPLETION, es)), sum(map(_COST, es)))
             for group, es in sorted(groups.items())]
+
+
+class UsageBatch(NamedTuple):
+    """Totals to add to the store at once, applied once by ``id``; ``rows`` sorted by group."""
+
+    id: str
+    rows: list[Total]
+    requests: int
+
+    @classmethod
+    def of_events(cls, events: Sequence[UsageEvent]) -> UsageBatch:
+        """The batch of an older release's spilled events, with the id that release gave it."""
+        return cls(batch_id(events), rollup(events), len(events))
 
 
 def batch_id(events: Sequence[UsageEvent]) -> str:

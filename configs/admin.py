@@ -8,7 +8,11 @@ admin:
   redis_prefix: "turnout:"                 # namespace for limits, budgets, pub/sub (when redis.url is set)
   key_cache_ttl: 10s                       # staleness bound for key changes when Redis is not configured
   reservation_lease: 10m                   # a crashed replica's reservations expire after this
-  usage: {batch: 500, flush_interval: 1s, queue: 50000, spill_dir: ./turnout-spill}
+  usage:                                   # usage is folded into daily totals in memory, written in batches
+    flush_interval: 1s                     # a batch is cut and written at least this often
+    batch: 5000                            # ... or once this many requests were metered since the last one
+    queue: 50000                           # requests waiting unwritten before a failing batch is spilled
+    spill_dir: ./turnout-spill             # batches the store refused; replayed at the next start
   gpu_prices:                              # self-hosted models priced per GPU-hour
     llama-8b: {usd_per_gpu_hour: 2.0, gpus: 1, tokens_per_s: 2500}
 ```
@@ -41,7 +45,7 @@ class GpuPrice:
 
 @dataclass(frozen=True, slots=True)
 class UsageQueueConfig:
-    batch: int = 500
+    batch: int = 5_000
     flush_interval: float = 1.0
     queue: int = 50_000
     spill_dir: str = "./turnout-spill"
@@ -68,7 +72,7 @@ def _parse_usage(r: Reader | None) -> UsageQueueConfig:
     if r is None:
         return UsageQueueConfig()
     cfg = UsageQueueConfig(
-        batch=r.int("batch", 500, min_value=1),
+        batch=r.int("batch", 5_000, min_value=1),
         flush_interval=r.duration("flush_interval", 1.0),
         queue=r.int("queue", 50_000, min_value=1),
         spill_dir=r.str("spill_dir", "./turnout-spill"),

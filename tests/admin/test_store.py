@@ -11,7 +11,7 @@ from admin.errors import Conflict, InvalidRequest, NotFound
 from admin.migrations import MIGRATIONS, migrate
 from admin.models import Limits, UsageEvent
 from admin.store import Store
-from admin.usage_rollup import day_of
+from admin.usage_rollup import UsageBatch, day_of
 from tests.admin.conftest import PG_URL, drop_schema
 
 
@@ -57,8 +57,8 @@ async def test_rotate_gives_grace_then_revoke(store: Store) -> None:
 async def test_usage_insert_is_idempotent_and_queryable(store: Store) -> None:
     day1 = time.time() - 86400
     events = [event(1, cost=5, ts=day1), event(2, cost=7), event(3, key="k2", model="x", cost=11)]
-    await store.insert_usage(events)
-    await store.insert_usage(events)  # the same batch again (a replay): nothing counted twice
+    await store.insert_usage(UsageBatch.of_events(events))
+    await store.insert_usage(UsageBatch.of_events(events))  # the same batch again (a replay): nothing counted twice
     rows = await store.usage(filters={"tenant": "acme"}, day_from=None, day_to=None, group_by=["key"])
     assert [(r["key_id"], r["requests"], r["cost_nusd"]) for r in rows] == [("k1", 2, 12), ("k2", 1, 11)]
     rows = await store.usage(filters={"model": "m"}, day_from=day_of(time.time()), day_to=None,
@@ -69,9 +69,10 @@ async def test_usage_insert_is_idempotent_and_queryable(store: Store) -> None:
 
 
 async def test_usage_totals_add_up_across_batches_and_count_failures(store: Store) -> None:
-    await store.insert_usage([event(i, cost=1) for i in range(300)])  # more rows than one statement
+    # 300 models: more rows than one statement
+    await store.insert_usage(UsageBatch.of_events([event(i, cost=1, model=f"m{i}") for i in range(300)]))
     failed = [event(1000 + i, cost=0)._replace(status=502 if i % 2 else 499, cached=i == 0) for i in range(4)]
-    await store.insert_usage([*failed, event(2000, key=None)])
+    await store.insert_usage(UsageBatch.of_events([*failed, event(2000, key=None)]))
     rows = await store.usage(filters={}, day_from=None, day_to=None, group_by=["key"])
     by_key = {r["key_id"]: r for r in rows}
     assert (by_key["k1"]["requests"], by_key["k1"]["failed"], by_key["k1"]["cached"]) == (304, 4, 1)

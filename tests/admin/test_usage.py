@@ -2,57 +2,107 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
 
-from admin.models import UsageEvent
+import orjson
+
 from admin.store import Store
-from admin.usage import UsageRecorder
+from admin.usage import UsageRecorder, read_spill
+from admin.usage_rollup import UsageBatch, day_of
+
+T0 = 1_750_000_000.0  # mid-day UTC
 
 
 def spill_files(path: Path) -> list[Path]:
     return list(path.glob("*.jsonl"))
 
 
-def ev(i: int) -> UsageEvent:
-    return UsageEvent(f"e{i}", time.time(), f"r{i}", "acme", "k", "m", None, 1, 2, 3, 200, 4)
+def add(rec: UsageRecorder, i: int = 0, *, ts: float | None = None, tenant: str = "acme", key: str | None = "k",
+        model: str = "m", status: int = 200, cached: bool = False) -> None:
+    rec.add(ts or time.time(), tenant, key, model, 1, 2, 3 + i, status, cached)
 
 
 class FlakySink:
     def __init__(self) -> None:
         self.down = False
-        self.batches: list[list[str]] = []
+        self.batches: list[UsageBatch] = []
 
-    async def __call__(self, events: Sequence[UsageEvent]) -> None:
+    async def __call__(self, batch: UsageBatch) -> None:
         if self.down:
             raise ConnectionError("store down")
-        self.batches.append([e.id for e in events])
+        self.batches.append(batch)
+
+    def requests(self) -> int:
+        return sum(b.requests for b in self.batches)
 
 
-async def test_batches_and_flush_on_stop(tmp_path: Path) -> None:
+async def test_requests_fold_into_totals_per_day_tenant_key_and_model(tmp_path: Path) -> None:
     sink = FlakySink()
-    rec = UsageRecorder(sink, tmp_path, batch=10, interval=0.05)
+    rec = UsageRecorder(sink, tmp_path, interval=30)
+    await rec.start()
+    add(rec, 0, ts=T0)
+    add(rec, 1, ts=T0 + 1, status=500)
+    add(rec, 2, ts=T0 + 2, cached=True)
+    add(rec, 3, ts=T0 + 3, key=None)
+    add(rec, 4, ts=T0 + 4, model="m2")
+    add(rec, 5, ts=T0 - 86400)  # admitted the day before, settled now: counts on its own day
+    add(rec, 6, ts=T0 + 86400)  # the next day
+    add(rec, 7, ts=T0 + 5)  # back on T0's day after the next day was seen
+    assert rec.pending() == 8
+    await rec.stop()
+    [batch] = sink.batches
+    d0, d1, d2 = day_of(T0 - 86400), day_of(T0), day_of(T0 + 86400)
+    assert batch.requests == 8
+    assert batch.rows == [  # sorted by group: one lock order for every writer
+        (d0, "acme", "k", "m", 1, 0, 0, 1, 2, 8),
+        (d1, "acme", "", "m", 1, 0, 0, 1, 2, 6),
+        (d1, "acme", "k", "m", 4, 1, 1, 4, 8, 3 + 4 + 5 + 10),
+        (d1, "acme", "k", "m2", 1, 0, 0, 1, 2, 7),
+        (d2, "acme", "k", "m", 1, 0, 0, 1, 2, 9),
+    ]
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met within 5 s")
+
+
+async def test_batches_are_cut_by_size_and_by_interval_and_flushed_on_stop(tmp_path: Path) -> None:
+    sink = FlakySink()
+    rec = UsageRecorder(sink, tmp_path, batch=10, interval=30)
     await rec.start()
     for i in range(25):
-        rec.record(ev(i))
-    await asyncio.sleep(0.2)
-    assert [len(b) for b in sink.batches] == [10, 10, 5]
-    for i in range(25, 32):
-        rec.record(ev(i))
+        add(rec, i)
+        if i % 10 == 9:
+            await until(lambda: rec.pending() == 0)  # a full batch is cut at once
+    assert [b.requests for b in sink.batches] == [10, 10] and rec.pending() == 5
+    assert len({b.id for b in sink.batches}) == 2
     await rec.stop()  # graceful: nothing left behind
-    assert sum(len(b) for b in sink.batches) == 32 and rec.pending() == 0
+    assert sink.requests() == 25 and rec.pending() == 0 and rec.written == 25
+    assert not spill_files(tmp_path)
+    by_time = FlakySink()
+    rec = UsageRecorder(by_time, tmp_path, batch=10, interval=0.05)
+    await rec.start()
+    add(rec)
+    await until(lambda: by_time.requests() == 1)  # cut by the interval
+    await rec.stop()
     assert not spill_files(tmp_path)
 
 
-async def test_store_down_spills_then_replays_after_restart(tmp_path: Path, store: Store) -> None:
+async def test_store_down_spills_then_replays_once_after_restart(tmp_path: Path, store: Store) -> None:
     sink = FlakySink()
     sink.down = True
     rec = UsageRecorder(sink, tmp_path, batch=5, interval=0.01, retries=2, backoff=0.01)
     await rec.start()
     for i in range(12):
-        rec.record(ev(i))
+        add(rec, i)
+        await asyncio.sleep(0)
     await rec.stop()
-    rec.record(ev(12))  # after stop: straight to the spill file
+    add(rec, 12)  # after stop: straight to the spill file
     assert rec.spilled == 13 and sink.batches == []
     # "restart": a new recorder on a working store replays the spill once
     rec2 = UsageRecorder(store.insert_usage, tmp_path)
@@ -60,68 +110,82 @@ async def test_store_down_spills_then_replays_after_restart(tmp_path: Path, stor
     await rec2.stop()
     rows = await store.usage(filters={}, day_from=None, day_to=None, group_by=[])
     assert rows[0]["requests"] == 13
+    assert rows[0]["cost_nusd"] == sum(3 + i for i in range(13))
     assert not spill_files(tmp_path)
     rec3 = UsageRecorder(store.insert_usage, tmp_path)
     assert await rec3.replay() == 0
 
 
-async def test_full_queue_spills_instead_of_dropping(tmp_path: Path) -> None:
-    """A full queue goes to the spill file in one write by the flush task, never a file write
-    inside record() (which runs on the request path)."""
+async def test_a_batch_is_spilled_without_more_retries_once_the_queue_bound_waits_behind_it(tmp_path: Path) -> None:
     sink = FlakySink()
-    rec = UsageRecorder(sink, tmp_path, batch=100, interval=10, capacity=3)
+    sink.down = True
+    rec = UsageRecorder(sink, tmp_path, batch=3, interval=10, capacity=5, retries=1000, backoff=0.05)
     await rec.start()
-    for i in range(5):
-        rec.record(ev(i))
-    assert rec.pending() == 2 and rec.spilled == 0  # e0-e2 handed over, e3-e4 queued
+    for i in range(3):
+        add(rec, i)
+    await asyncio.sleep(0.02)  # the flush task took the batch of 3 and is retrying it
+    assert rec.pending() == 0 and rec.spilled == 0
+    add(rec, 3)
+    add(rec, 4)  # 2 waiting + 3 in the failing batch: the bound
     for _ in range(100):
         await asyncio.sleep(0.01)
         if rec.spilled:
             break
-    assert rec.spilled == 3
+    assert rec.spilled == 3  # long before 1000 retries
+    sink.down = False
     await rec.stop()
+    assert sink.requests() == 2
     replayed = FlakySink()
     assert await UsageRecorder(replayed, tmp_path).replay() == 3
-    assert sorted(sink.batches[0] + replayed.batches[0]) == [f"e{i}" for i in range(5)]
 
 
-async def test_spill_lines_of_an_older_release_replay_and_a_torn_one_is_skipped(tmp_path: Path) -> None:
-    sink = FlakySink()
-    (tmp_path / "usage-1-x.jsonl").write_bytes(
-        b'{"id":"a","ts":1.0,"request_id":"r","tenant_id":"t","key_id":null,"model":"m","deployment":null,'
-        b'"prompt_tokens":1,"completion_tokens":1,"cost_nusd":1,"status":200,"latency_ms":1,'
-        b'"cached":false,"stream":false}\n{"id":"b","ts')
-    assert await UsageRecorder(sink, tmp_path).replay() == 1
-
-
-async def test_a_spilled_batch_is_replayed_as_the_same_batch(tmp_path: Path) -> None:
-    """The store applies a batch once by id (digest of its event ids), so a replay must hand it
-    the same batches that failed, not a regrouping; a torn last line loses only its batch."""
+async def test_a_spilled_batch_is_replayed_as_the_same_batch_and_a_torn_line_is_skipped(tmp_path: Path) -> None:
+    """The store applies a batch once by id, so a replay must hand it the same batches that
+    failed (same ids, same rows), not a regrouping; a torn last line loses only its batch."""
     sink = FlakySink()
     sink.down = True
     rec = UsageRecorder(sink, tmp_path, batch=5, interval=0.01, retries=0)
+    failed: list[UsageBatch] = []
+    real_spill = rec._spill
+
+    def spill(batch: UsageBatch) -> None:
+        failed.append(batch)
+        real_spill(batch)
+
+    rec._spill = spill  # type: ignore[method-assign]
     await rec.start()
     for i in range(12):
-        rec.record(ev(i))
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if rec.spilled == 12:
-            break
+        add(rec, i, ts=T0)
+        await asyncio.sleep(0)
     await rec.stop()
-    spill = spill_files(tmp_path)[0]
-    with spill.open("ab") as f:
-        f.write(b'{"batch": [{"id": "torn"')
+    spill_file = spill_files(tmp_path)[0]
+    with spill_file.open("ab") as f:
+        f.write(b'{"id": "torn", "rows": [["2025')
     replayed = FlakySink()
     assert await UsageRecorder(replayed, tmp_path).replay() == 12
-    assert replayed.batches == [[f"e{i}" for i in range(k, min(k + 5, 12))] for k in (0, 5, 10)]
+    assert replayed.batches == failed and sum(b.requests for b in failed) == 12
 
 
-async def test_stop_writes_the_events_the_flush_loop_waits_on(tmp_path: Path) -> None:
+async def test_spill_lines_of_an_older_release_replay_under_their_old_batch_id(tmp_path: Path) -> None:
+    events = [{"id": i, "ts": T0, "request_id": "r", "tenant_id": "t", "key_id": None, "model": "m",
+               "deployment": None, "prompt_tokens": 1, "completion_tokens": 1, "cost_nusd": 1, "status": 200,
+               "latency_ms": 1, "cached": False, "stream": False} for i in ("a", "b")]
+    (tmp_path / "usage-1-x.jsonl").write_bytes(
+        orjson.dumps({"batch": events}) + b"\n" + orjson.dumps(events[0]) + b'\n{"id":"c","ts')
+    [batch, single] = read_spill(tmp_path / "usage-1-x.jsonl")
+    assert batch.requests == 2 and batch.rows == [(day_of(T0), "t", "", "m", 2, 0, 0, 2, 2, 2)]
+    assert single.requests == 1 and single.id != batch.id
+    sink = FlakySink()
+    assert await UsageRecorder(sink, tmp_path).replay() == 3
+    assert sink.batches == [batch, single]
+
+
+async def test_stop_writes_what_the_flush_loop_waits_on(tmp_path: Path) -> None:
     sink = FlakySink()
     rec = UsageRecorder(sink, tmp_path, batch=100, interval=30)
     await rec.start()
-    rec.record(ev(1))
+    add(rec, 1)
     await asyncio.sleep(0.01)  # the loop waits for a full batch or the interval
     assert rec.pending() == 1 and sink.batches == []
     await rec.stop()
-    assert sink.batches == [["e1"]]
+    assert sink.requests() == 1
