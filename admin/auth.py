@@ -19,6 +19,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 from aiohttp import web
 
@@ -87,6 +88,11 @@ class KeyCache:
         if entry is not None and entry[0] > self._clock():
             return entry
         return None
+
+    def current(self, key_id: str) -> Resolved | None:
+        """The key if it is cached, known and not expired from the cache; else None."""
+        entry = self._entries.get(key_id)
+        return entry[1] if entry is not None and entry[0] > self._clock() else None
 
     async def get(self, key_id: str) -> Resolved | None:
         entry = self.fresh(key_id)
@@ -157,17 +163,15 @@ class KeyAuthenticator:
     def authenticate_now(self, request: web.Request) -> Principal | None:
         """A returning client (a remembered header whose key is in the cache): no parsing, no
         hashing, no await. None otherwise."""
-        header = request.headers.get("Authorization")
-        known = self._verified.get(header) if header is not None else None
+        known = self._verified.get(request.headers.get("Authorization", ""))
         if known is None:
             return None
-        entry = self._cache.fresh(known[0])
-        if entry is None:
-            return None
-        resolved = entry[1]
+        resolved = self._cache.current(known[0])
         if resolved is None or resolved.key.hash != known[1]:
             return None
-        return self._usable(resolved)
+        if time.time() >= resolved.usable_until:  # revocation evicts the entry; expiry is checked here
+            self._refuse(resolved)
+        return resolved.principal
 
     async def authenticate(self, request: web.Request) -> Principal:
         return self.authenticate_now(request) or await self._authenticate(request)
@@ -192,8 +196,12 @@ class KeyAuthenticator:
     def _usable(resolved: Resolved) -> Principal:
         # Revocation evicts the key cache entry; expiry is checked here, on every request.
         if time.time() >= resolved.usable_until:
-            raise AuthenticationError(f"API key {resolved.key.id} is revoked or expired")
+            KeyAuthenticator._refuse(resolved)
         return resolved.principal
+
+    @staticmethod
+    def _refuse(resolved: Resolved) -> NoReturn:
+        raise AuthenticationError(f"API key {resolved.key.id} is revoked or expired")
 
     def _remember_header(self, header: str, key_id: str, stored: str) -> None:
         if len(self._verified) >= self._remember:

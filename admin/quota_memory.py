@@ -35,9 +35,14 @@ class _Ledger:
     reserved: dict[str, tuple[int, float]] = field(default_factory=dict)  # rid -> (cost, lease end)
     reserved_total: int = 0
     next_expiry: float = float("inf")
+    start: float = field(init=False)  # the period's, read per request
+    end: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.start, self.end = self.period.start, self.period.end
 
     def covers(self, kind: str, now: float) -> bool:
-        return self.kind == kind and self.period.start <= now < self.period.end
+        return self.kind == kind and self.start <= now < self.end
 
     def purge(self, now: float) -> None:
         if now < self.next_expiry:
@@ -85,15 +90,6 @@ class _Window:
         elif bucket < newest:
             bucket = newest
         return buckets.setdefault(bucket, [0, 0])
-
-    def correct(self, bucket: int, delta: int) -> None:
-        """Change the tokens of an admission in ``bucket`` while it is still in the window (once
-        it has left, nothing counts them any more)."""
-        sums = self.buckets.get(bucket)
-        if sums is not None:
-            delta = max(delta, -sums[1])
-            sums[1] += delta
-            self.tokens += delta
 
     def retry_after(self, now: float, span: int) -> float:
         """Seconds until the oldest bucket leaves a window of ``span`` buckets."""
@@ -162,13 +158,13 @@ class _State:
         if budget is None:
             return None
         ledger = self.ledger
-        if ledger is None or not ledger.period.start <= now < ledger.period.end:
+        if ledger is None or not ledger.start <= now < ledger.end:
             return UNSEEDED
         if now >= ledger.next_expiry:
             ledger.purge(now)
         spent = ledger.spent
         if spent >= budget or spent + ledger.reserved_total + req.cost_nusd > budget:
-            return Decision(False, "budget", scope_id, ledger.period.end - now)
+            return Decision(False, "budget", scope_id, ledger.end - now)
         return None
 
     def _expire_leases(self, now: float) -> None:
@@ -205,10 +201,15 @@ class _State:
         rid = req.req_id
         if self.running:
             self.running.pop(rid, None)
-        if self.tpm is not None:
-            self.window.correct(req.window_bucket, (tokens or 0) - req.tokens)
+        if self.tpm is not None:  # the estimate becomes the real use (0 on release), while it counts
+            window = self.window
+            sums = window.buckets.get(req.window_bucket)
+            if sums is not None:
+                delta = max((tokens or 0) - req.tokens, -sums[1])
+                sums[1] += delta
+                window.tokens += delta
         ledger = self.ledger
-        if self.budget is None or ledger is None or not ledger.period.start <= req.now < ledger.period.end:
+        if self.budget is None or ledger is None or not ledger.start <= req.now < ledger.end:
             return False  # the admission's period has ended: its reservation went with it
         reserved = ledger.reserved.pop(rid, None)
         if reserved is not None:

@@ -61,7 +61,7 @@ def create_app(cfg: GatewayConfig) -> web.Application:
         # admin plugs in from above: gateway never imports it statically (layering contract).
         importlib.import_module("admin.plugin").setup(app, cfg)
     # Next after observability (plug-ins add no middlewares); auth inside it when installed.
-    app.middlewares.append(make_envelope(authenticate=not isinstance(app[AUTHENTICATOR], OpenAuthenticator)))
+    app.middlewares.append(make_envelope(None if isinstance(app[AUTHENTICATOR], OpenAuthenticator) else app))
     app.cleanup_ctx.append(_drain_ctx)
     app.on_startup.append(_build_pipeline)
     add_routes(app)

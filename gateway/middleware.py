@@ -3,7 +3,7 @@
 - ``make_envelope``: outermost. Request id (accepted from ``x-request-id`` or generated) and the
   one place where any exception becomes an OpenAI-style error response (errors.to_http).
 - auth: deny by default; only PUBLIC_ROUTES skip it. Runs inside the envelope
-  (``make_envelope(authenticate=True)``) only when an authenticator other than the open one is
+  (``make_envelope(app)``) only when an authenticator other than the open one is
   configured, so the demo pays nothing for it; ``make_auth`` is the same step as its own layer.
 """
 
@@ -72,9 +72,10 @@ def error_response(http: HttpError, request_id: str) -> web.Response:
                         headers={**http.headers, "x-request-id": request_id})
 
 
-def make_envelope(authenticate: bool = False) -> Middleware:
-    """With ``authenticate``, the auth step runs inside the envelope (what ``make_auth`` does as
-    a layer of its own): one middleware layer less per request when an authenticator is on."""
+def make_envelope(auth: web.Application | None = None) -> Middleware:
+    """With ``auth`` (the application whose AUTHENTICATOR decides, read per request: it is set
+    at startup), the auth step runs inside the envelope (what ``make_auth`` does as a layer of
+    its own): one middleware layer less per request when an authenticator is on."""
 
     @web.middleware
     async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -83,7 +84,7 @@ def make_envelope(authenticate: bool = False) -> Middleware:
             rid = new_request_id()
         request[REQUEST_ID] = rid
         try:
-            if authenticate and not _authenticated_now(request):
+            if auth is not None and not _authenticated_now(request, auth):
                 await _authenticate(request)
             resp = await handler(request)
         except web.HTTPException as exc:
@@ -104,14 +105,14 @@ def make_envelope(authenticate: bool = False) -> Middleware:
     return envelope
 
 
-def _authenticated_now(request: web.Request) -> bool:
+def _authenticated_now(request: web.Request, app: web.Application) -> bool:
     """Deny by default: every route but PUBLIC_ROUTES needs a principal (the admin sub-app
     authenticates with its own admin key). True when that is settled without I/O (a public
     route, or the authenticator knows the caller at once); False: await ``_authenticate``."""
     path = request.path
     if path in PUBLIC_ROUTES or path.startswith(ADMIN_PREFIX):
         return True
-    principal = request.app[AUTHENTICATOR].authenticate_now(request)
+    principal = app[AUTHENTICATOR].authenticate_now(request)
     if principal is None:
         return False
     request[PRINCIPAL] = principal
@@ -130,7 +131,7 @@ def make_auth() -> Middleware:
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not _authenticated_now(request):
+        if not _authenticated_now(request, request.app):
             await _authenticate(request)
         return await handler(request)
 
