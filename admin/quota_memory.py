@@ -23,6 +23,7 @@ from admin.quota import WINDOW_S, AdmitRequest, Decision, Period, Scope, SpentLo
 
 BUCKETS_PER_S = 10
 _NEVER = 1 << 62  # the oldest bucket of an empty window: never below a cutoff
+_UNLIMITED = 1 << 62  # an absent RPM or TPM limit, as a number no count reaches
 ADMITTED = Decision(True)
 UNSEEDED = Decision(False, "unseeded")  # internal to this module: admit_now answers None
 
@@ -104,21 +105,24 @@ class _State:
     implies (``_bind``: the budget in nano-USD, which counters apply), recomputed when the
     object changes, so the per-request path does no arithmetic on the limits."""
 
-    __slots__ = ("budget", "counted", "ledger", "lim", "rpm", "running", "soft", "tpm", "window")
+    __slots__ = ("budget", "counted", "ledger", "lim", "rpm", "running", "soft", "tpm", "tpm_cap", "window")
 
     def __init__(self) -> None:
         self.window = _Window()  # RPM and TPM; tokens are the estimate, corrected at settle
         self.running: dict[str, float] = {}  # rid -> lease end; insertion order is lease order
         self.ledger: _Ledger | None = None
         self.lim: Limits | None = None
-        self.rpm: int | None = None
+        self.rpm = _UNLIMITED
+        self.tpm_cap = _UNLIMITED
         self.tpm: int | None = None
         self.counted = False  # RPM or TPM applies: admissions are counted in the window
         self.budget: int | None = None  # nano-USD
         self.soft = 0  # nano-USD: the soft alert's threshold
 
     def _bind(self, lim: Limits) -> None:
-        self.lim, self.rpm, self.tpm = lim, lim.rpm, lim.tpm
+        self.lim, self.tpm = lim, lim.tpm
+        self.rpm = _UNLIMITED if lim.rpm is None else lim.rpm  # a number either way: one compare per request
+        self.tpm_cap = _UNLIMITED if lim.tpm is None else lim.tpm
         self.counted = lim.rpm is not None or lim.tpm is not None
         if lim.budget_usd is None:
             self.budget = None
@@ -146,9 +150,9 @@ class _State:
             cutoff = req.window_bucket - span
             if counted.first < cutoff:
                 counted.expire(cutoff)
-            if self.rpm is not None and counted.requests >= self.rpm:
+            if counted.requests >= self.rpm:
                 return Decision(False, "rpm", scope_id, counted.retry_after(now, span))
-            if self.tpm is not None and counted.tokens + req.tokens > self.tpm:
+            if counted.tokens + req.tokens > self.tpm_cap:
                 return Decision(False, "tpm", scope_id, counted.retry_after(now, span))
         if self.running:
             self._expire_leases(now)

@@ -16,6 +16,7 @@ from typing import Any
 import tiktoken
 
 _O200K_PREFIXES = ("gpt-4o", "o1", "o3", "o4", "gpt-4.1", "gpt-5")
+_DEFAULT_ENCODING = "cl100k_base"  # also for model "" (admission's estimates: no call for the name)
 
 
 MEMO_CHARS = 4_000_000  # text held by the memo, per encoding (~4-16 MB)
@@ -62,7 +63,7 @@ class TokenCounter:
 
     def count_messages(self, messages: Iterable[Any], model: str = "") -> int:
         total = 3
-        memo = self._memo.get(_encoding_name(model)) or {}
+        memo = self._memo.get(_encoding_name(model) if model else _DEFAULT_ENCODING) or {}
         for message in messages:
             if not isinstance(message, dict):
                 continue
@@ -90,7 +91,7 @@ class TokenCounter:
 
 @functools.lru_cache(maxsize=1024)
 def _encoding_name(model: str) -> str:
-    return "o200k_base" if model.startswith(_O200K_PREFIXES) else "cl100k_base"
+    return "o200k_base" if model.startswith(_O200K_PREFIXES) else _DEFAULT_ENCODING
 
 
 def _content_text(content: Any) -> str:
