@@ -72,27 +72,24 @@ class KeyCache:
         self._store = store
         self._ttl = ttl
         self._size = size
-        self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, Resolved | None]] = OrderedDict()
+        self.clock = clock
+        # key id -> (expires at, by the clock; the key, None if unknown). Read directly by
+        # KeyAuthenticator's fast path; written only here.
+        self.entries: OrderedDict[str, tuple[float, Resolved | None]] = OrderedDict()
         self._pending: dict[str, asyncio.Future[Resolved | None]] = {}
         self.misses = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.entries)
 
     def fresh(self, key_id: str) -> tuple[float, Resolved | None] | None:
         """The entry if cached and not expired (no await: the request path's usual case)."""
         # No LRU move per hit: entries expire by TTL anyway, and the bound evicts the oldest
         # inserted (a hot key is re-inserted at its next miss).
-        entry = self._entries.get(key_id)
-        if entry is not None and entry[0] > self._clock():
+        entry = self.entries.get(key_id)
+        if entry is not None and entry[0] > self.clock():
             return entry
         return None
-
-    def current(self, key_id: str) -> Resolved | None:
-        """The key if it is cached, known and not expired from the cache; else None."""
-        entry = self._entries.get(key_id)
-        return entry[1] if entry is not None and entry[0] > self._clock() else None
 
     async def get(self, key_id: str) -> Resolved | None:
         entry = self.fresh(key_id)
@@ -118,20 +115,20 @@ class KeyCache:
             del self._pending[key_id]
 
     def _put(self, key_id: str, value: Resolved | None) -> None:
-        self._entries[key_id] = (self._clock() + self._ttl, value)
-        self._entries.move_to_end(key_id)
-        while len(self._entries) > self._size:
-            self._entries.popitem(last=False)
+        self.entries[key_id] = (self.clock() + self._ttl, value)
+        self.entries.move_to_end(key_id)
+        while len(self.entries) > self._size:
+            self.entries.popitem(last=False)
 
     def invalidate_key(self, key_id: str) -> None:
-        self._entries.pop(key_id, None)
+        self.entries.pop(key_id, None)
 
     def invalidate_tenant(self, tenant_id: str) -> None:
-        for key_id in [k for k, (_, v) in self._entries.items() if v is not None and v.tenant.id == tenant_id]:
-            del self._entries[key_id]
+        for key_id in [k for k, (_, v) in self.entries.items() if v is not None and v.tenant.id == tenant_id]:
+            del self.entries[key_id]
 
     def clear(self) -> None:
-        self._entries.clear()
+        self.entries.clear()
 
 
 def bearer_token(header: str) -> str | None:
@@ -148,16 +145,18 @@ class KeyAuthenticator:
     """gateway.interfaces.Authenticator backed by the key cache.
 
     An ``Authorization`` header whose secret once matched its stored hash is remembered
-    (bounded, oldest forgotten first) with the key id and that hash, so a returning client
-    costs two dict lookups instead of parsing, a SHA-256 and a constant-time compare. Only
-    verified headers are remembered, so unknown keys cannot grow it; the remembered hash must
-    still be the cached key's, and revocation and expiry are checked on every request against
-    the key cache, which revocations evict (a miss there takes the full path)."""
+    (bounded, oldest forgotten first) with the key id and the key cache's record it matched,
+    so a returning client costs two dict lookups instead of parsing, a SHA-256 and a
+    constant-time compare. Only verified headers are remembered, so unknown keys cannot grow
+    it. The remembered record must still be the one the key cache holds: revocations and
+    changes evict it, and a refresh after the TTL replaces it, so the header is verified again
+    (the full path, once per key per TTL). Expiry is checked on every request."""
 
     def __init__(self, cache: KeyCache, remember: int = 10_000) -> None:
         self._cache = cache
-        # Authorization header once verified -> (key id, stored hash it matched); bounded.
-        self._verified: dict[str, tuple[str, str]] = {}
+        self._entries, self._clock = cache.entries, cache.clock
+        # Authorization header once verified -> (key id, the key cache's record it matched); bounded.
+        self._verified: dict[str, tuple[str, Resolved]] = {}
         self._remember = remember
 
     def authenticate_now(self, request: web.Request) -> Principal | None:
@@ -166,8 +165,9 @@ class KeyAuthenticator:
         known = self._verified.get(request.headers.get("Authorization", ""))
         if known is None:
             return None
-        resolved = self._cache.current(known[0])
-        if resolved is None or resolved.key.hash != known[1]:
+        entry = self._entries.get(known[0])
+        resolved = known[1]
+        if entry is None or entry[1] is not resolved or entry[0] <= self._clock():
             return None
         if time.time() >= resolved.usable_until:  # revocation evicts the entry; expiry is checked here
             self._refuse(resolved)
@@ -189,7 +189,7 @@ class KeyAuthenticator:
         if resolved is None or not keygen.matches(presented, resolved.key.hash):
             raise AuthenticationError("invalid API key")
         if header is not None and bearer_token(header) == presented:
-            self._remember_header(header, key_id, resolved.key.hash)
+            self._remember_header(header, key_id, resolved)
         return self._usable(resolved)
 
     @staticmethod
@@ -203,7 +203,7 @@ class KeyAuthenticator:
     def _refuse(resolved: Resolved) -> NoReturn:
         raise AuthenticationError(f"API key {resolved.key.id} is revoked or expired")
 
-    def _remember_header(self, header: str, key_id: str, stored: str) -> None:
+    def _remember_header(self, header: str, key_id: str, resolved: Resolved) -> None:
         if len(self._verified) >= self._remember:
             del self._verified[next(iter(self._verified))]
-        self._verified[header] = (key_id, stored)
+        self._verified[header] = (key_id, resolved)
