@@ -71,11 +71,15 @@ class TokenCounter:
             text = content if isinstance(content, str) else _content_text(content)
             count = memo.get(text)  # the usual case: a text seen before, no call
             total += 3 + (count if count is not None else self.count_text(text, model))
-            if message.get("name"):
-                total += 1
-            if message.get("tool_calls"):
-                total += self.count_text(str(message["tool_calls"]), model)
+            if len(message) > 2:  # more than role and content: a name or tool calls may count
+                total += self._extras(message, model)
         return total
+
+    def _extras(self, message: dict[str, Any], model: str) -> int:
+        extra = 1 if message.get("name") else 0
+        if message.get("tool_calls"):
+            extra += self.count_text(str(message["tool_calls"]), model)
+        return extra
 
     def count_prompt(self, body: dict[str, Any], model: str = "") -> int:
         if "messages" in body:

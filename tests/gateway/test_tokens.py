@@ -36,3 +36,17 @@ def test_memo_returns_the_same_counts_and_stays_within_its_bound() -> None:
     huge = "word " * 100
     assert counter.count_text(huge) == len(enc.encode(huge))
     assert huge not in memo  # longer than the whole bound: counted, not kept
+
+
+def test_a_name_and_tool_calls_count_and_list_content_is_joined() -> None:
+    counter = TokenCounter()
+    enc = tiktoken.get_encoding("cl100k_base")
+    calls = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    messages = [
+        {"role": "user", "name": "ann", "content": "hi"},
+        {"role": "assistant", "content": None, "tool_calls": calls},
+        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+    ]
+    expected = (3 + (3 + len(enc.encode("hi")) + 1) + (3 + len(enc.encode(str(calls))))
+                + (3 + len(enc.encode("a b"))))
+    assert counter.count_messages(messages) == expected
