@@ -132,7 +132,9 @@ class UsageRecorder:
         self._stopping = True
         self._full.set()
         if self._task is not None:
-            await self._task
+            [outcome] = await asyncio.gather(self._task, return_exceptions=True)
+            if isinstance(outcome, BaseException):  # a bug, not the store: what it held is cut below
+                log.error("the usage flush task failed: %r", outcome)
         self.add = self._spill_at_once
         batch = self._cut()  # added between the task's last cut and the rebinding above
         if batch is not None:
