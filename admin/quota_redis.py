@@ -18,6 +18,9 @@ from admin.quota import WINDOW_S, AdmitRequest, Decision, Finished, Scope, Spent
 from admin.redis_batch import ScriptBatcher
 
 BUCKETS_PER_WINDOW = 600  # 100 ms buckets in the default 60 s window, as in MemoryQuota
+# A settle may wait this long to share the next admission's round trip (redis_batch.py). Until
+# it lands its reservation, slot and token estimate stay counted: late only ever means stricter.
+FINISH_DEFER_S = 0.005
 
 # Per scope the scripts derive, from one key-name base: <base>w (hash: r<bucket> -> requests,
 # t<bucket> -> tokens, _r and _t their sums over the window) with <base>wl (list of the
@@ -320,7 +323,7 @@ class RedisQuota:
             else:
                 done.set_result([req.scopes[int(i) - 1].id for i in call.result()])
 
-        self._batcher.call("finish", keys, args).add_done_callback(scope_ids)
+        self._batcher.call("finish", keys, args, defer=FINISH_DEFER_S).add_done_callback(scope_ids)
         return done
 
     async def budget_state(self, scope: Scope, now: float) -> tuple[int, int] | None:
