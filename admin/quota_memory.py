@@ -129,8 +129,6 @@ class _State:
         else:
             self.budget = round(lim.budget_usd * 1e9)
             self.soft = round(lim.budget_usd * lim.soft_alert * 1e9)
-        if self.ledger is not None and self.ledger.kind != lim.budget_period:
-            self.ledger = None  # another kind of period: seed its ledger afresh
 
     def needs_ledger(self, lim: Limits, now: float) -> bool:
         """A budget applies but this process has not seeded the ledger of now's period yet."""
@@ -162,7 +160,7 @@ class _State:
         if budget is None:
             return None
         ledger = self.ledger
-        if ledger is None or not ledger.start <= now < ledger.end:
+        if ledger is None or ledger.kind != lim.budget_period or not ledger.start <= now < ledger.end:
             return UNSEEDED
         if now >= ledger.next_expiry:
             ledger.purge(now)
@@ -199,13 +197,13 @@ class _State:
                 ledger.next_expiry = now + lease
 
     def finish(self, lim: Limits, req: AdmitRequest, tokens: int | None, cost_nusd: int) -> bool:
-        """Undo the reservation, count the real use; True if spend crossed the soft alert."""
-        if lim is not self.lim:
-            self._bind(lim)
+        """Undo the reservation, count the real use; True if spend crossed the soft alert.
+        ``lim`` are the limits ``req`` was admitted under (its own Scope's): they may no longer
+        be the scope's current ones, so nothing bound from the current ones is used here."""
         rid = req.req_id
         if self.running:
             self.running.pop(rid, None)
-        if self.tpm is not None:  # the estimate becomes the real use (0 on release), while it counts
+        if lim.tpm is not None:  # the estimate becomes the real use (0 on release), while it counts
             window = self.window
             sums = window.buckets.get(req.window_bucket)
             if sums is not None:
@@ -213,7 +211,8 @@ class _State:
                 sums[1] += delta
                 window.tokens += delta
         ledger = self.ledger
-        if self.budget is None or ledger is None or not ledger.start <= req.now < ledger.end:
+        if (lim.budget_usd is None or ledger is None or ledger.kind != lim.budget_period
+                or not ledger.start <= req.now < ledger.end):
             return False  # the admission's period has ended: its reservation went with it
         reserved = ledger.reserved.pop(rid, None)
         if reserved is not None:
@@ -222,7 +221,8 @@ class _State:
             return False
         before = ledger.spent
         ledger.spent = spent = before + cost_nusd
-        return before < self.soft <= spent
+        soft = self.soft if lim is self.lim else round(lim.budget_usd * lim.soft_alert * 1e9)
+        return before < soft <= spent
 
 
 class MemoryQuota:

@@ -71,7 +71,7 @@ class TokenCounter:
             text = content if isinstance(content, str) else _content_text(content)
             count = memo.get(text)  # the usual case: a text seen before, no call
             total += 3 + (count if count is not None else self.count_text(text, model))
-            if len(message) > 2:  # more than role and content: a name or tool calls may count
+            if "name" in message or "tool_calls" in message:
                 total += self._extras(message, model)
         return total
 

@@ -74,3 +74,20 @@ def test_a_clock_step_back_keeps_counting() -> None:
     window = q._scopes["k:a"].window
     assert list(window.buckets) == sorted(window.buckets) and window.requests == 2
     assert q.admit_now(req(4, scope, T0 + 70.2)) == (True, "", "", 0.0, (), 0.0)  # both left
+
+
+async def test_a_settle_under_limits_that_changed_since_keeps_the_new_period_ledger() -> None:
+    """A request admitted under a monthly budget settles after the scope moved to a daily one:
+    its settle must leave the daily ledger (and the reservations in it) alone."""
+    q = MemoryQuota(no_spend)
+    nano = 10**9
+    monthly = Scope("t:a", Limits(budget_usd=1.0, budget_period="month"))
+    daily = Scope("t:a", Limits(budget_usd=1.0, budget_period="day"))
+    old = AdmitRequest("r1", (monthly,), 1, nano // 10, T0)
+    assert (await q.admit(old)).ok
+    held = AdmitRequest("r2", (daily,), 1, 8 * nano // 10, T0 + 1)
+    assert (await q.admit(held)).ok  # seeds the daily ledger, reserves $0.80
+    q.finish_now(old, 1, nano // 10)  # the old admission settles under its own (monthly) limits
+    refused = await q.admit(AdmitRequest("r3", (daily,), 1, 8 * nano // 10, T0 + 2))
+    assert not refused.ok and refused.reason == "budget"  # $0.80 is still reserved
+    assert q.finish_now(held, 1, 9 * nano // 10) == ["t:a"]  # crossed the daily soft alert (80%)

@@ -45,8 +45,9 @@ def test_a_name_and_tool_calls_count_and_list_content_is_joined() -> None:
     messages = [
         {"role": "user", "name": "ann", "content": "hi"},
         {"role": "assistant", "content": None, "tool_calls": calls},
+        {"role": "assistant", "tool_calls": calls},  # content is optional beside tool calls
         {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
     ]
-    expected = (3 + (3 + len(enc.encode("hi")) + 1) + (3 + len(enc.encode(str(calls))))
+    expected = (3 + (3 + len(enc.encode("hi")) + 1) + 2 * (3 + len(enc.encode(str(calls))))
                 + (3 + len(enc.encode("a b"))))
     assert counter.count_messages(messages) == expected
