@@ -119,9 +119,10 @@ class ApiKey:
 
 
 class UsageEvent(NamedTuple):
-    """One settled request, as the usage queue holds it; the store folds batches of them into
-    daily totals (``admin.usage_rollup``). ``id`` is unique per event: a batch's id is derived
-    from its events' ids. A tuple: one is built per request, cheaper than any object."""
+    """One settled request, as releases before 2026-12-04 queued and spilled it. Kept to replay
+    their spill files: ``admin.usage_rollup`` folds a batch of them into daily totals under the
+    id those releases gave the batch (a digest of the event ids). Usage is now filed straight
+    into totals (``admin.usage``)."""
 
     id: str
     ts: float

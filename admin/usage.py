@@ -1,29 +1,35 @@
-"""Usage metering off the request path: each finished request is folded into daily totals in
-memory, and a background task writes them to the store in batches.
+"""Usage metering off the request path: each finished request is grouped at once under its
+daily total in memory, and a background task writes the totals to the store in batches.
 
 Contracts:
-- ``add`` runs once per request (``AdmissionTicket`` settle/release): it folds the request into
-  the open totals of its (UTC day of admission, tenant, key, model): a dict lookup and a few
-  additions, never I/O, never a drop. ``stop`` rebinds it to spill at once.
-- The flush task cuts the open totals into a batch every ``interval`` seconds, or as soon as
-  ``batch`` requests were added since the last cut, and writes batches in order. A batch gets
-  a unique id when it is cut (a random per-recorder prefix and a counter) and keeps it through
-  retries, spill and replay: the store applies a batch once by id, so a retried write, a
-  replayed spill, or a write whose commit went through unacknowledged counts nothing twice.
-- A failed write is retried with exponential backoff (``retries`` times), then the batch is
-  appended to ``<spill_dir>/usage-<pid>-<id>.jsonl`` with fsync, in a thread. A batch goes to
+- ``add`` runs once per request (``AdmissionTicket`` settle/release): it files the request's
+  numbers under its group (UTC day of admission, tenant, key, model): a dict lookup and an
+  append, never I/O, never a drop. ``stop`` rebinds it to spill at once.
+- The open groups are **cut** into a batch of totals (one row per group, sums in C) as soon as
+  ``batch`` requests were added (right in ``add``, so memory holds at most ``batch`` requests'
+  numbers whatever the writer is doing) and every ``interval`` seconds by the flush task. A
+  batch gets a unique id at the cut (a random per-recorder prefix and a counter) and keeps it
+  through retries, spill and replay: the store applies a batch once by id, so a retried write,
+  a replayed spill, or a write whose commit went through unacknowledged counts nothing twice.
+- The flush task writes cut batches in order. A write that fails or takes longer than
+  ``timeout`` is retried with exponential backoff (``retries`` times), then the batch is
+  appended to ``<spill_dir>/totals-<pid>-<prefix>.jsonl`` with fsync, in a thread; it goes to
   the spill file without further retries once ``capacity`` requests wait in memory behind it.
+  If even the spill fails (disk full), the batch is kept and tried again a cycle later.
 - ``start`` first replays spill files left by earlier runs (any process: a file is claimed by
-  an atomic rename, so replicas sharing the directory replay it once), one batch per line.
+  an atomic rename, so replicas sharing the directory replay it once), one batch per line;
+  ``usage-*.jsonl`` files of older releases (events) are replayed too.
 - ``stop`` (graceful shutdown) cuts and writes everything; what the store refuses is spilled.
-- Loss bound on ``kill -9``: the requests added since the last cut (at most ``interval``
-  seconds or ``batch`` requests) plus the batch being written and what was added during its
-  retries (at most ``capacity`` requests).
+- Loss bound on ``kill -9``: what is in memory: the requests added since the last cut (at
+  most ``interval`` seconds or ``batch`` requests) plus the cut batches not written yet (the
+  one being written, and what was cut during its attempts: at most ``capacity`` requests once
+  an attempt has failed, each attempt bounded by ``timeout``).
 
-Why totals and not a queue of events: the store keeps only daily totals
-(``usage_rollup``), so an event per request was built, queued and folded later anyway. Folding
-at once costs the request path less than building the event did, holds memory per group rather
-than per request, and writes one row per group per batch.
+Why totals and not a queue of events: the store keeps only daily totals (``usage_rollup``),
+so an event per request was built, queued and folded later anyway. Filing the numbers at once
+costs the request path less than building the event did, and a batch is a row per group.
+New spill files are named ``totals-*`` so that an older release (which reads ``usage-*`` as
+events) never mistakes one for a torn file and deletes it.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ _DAY_S = 86400
 _Member = tuple[int, int, int, int, bool]  # prompt, completion, cost (nano-USD), status, cached
 _PROMPT, _COMPLETION, _COST, _STATUS, _CACHED = map(operator.itemgetter, range(5))
 _FAILED = (400).__le__  # status >= 400
+_SPILL_GLOBS = ("totals-*.jsonl", "usage-*.jsonl")  # this release's, then older releases'
 
 
 def _day_str(day: float) -> str:
@@ -62,7 +69,7 @@ Add = Callable[[float, str, str | None, str, int, int, int, int, bool], None]
 class UsageRecorder:
     def __init__(
         self, sink: Sink, spill_dir: str | Path, *, batch: int = 5_000, interval: float = 1.0,
-        capacity: int = 50_000, retries: int = 3, backoff: float = 0.2,
+        capacity: int = 50_000, retries: int = 3, backoff: float = 0.2, timeout: float = 10.0,
     ) -> None:
         self._sink = sink
         self._dir = Path(spill_dir)
@@ -70,17 +77,19 @@ class UsageRecorder:
         self._interval = interval
         self._retries = retries
         self._backoff = backoff
+        self._timeout = timeout
         self._capacity = capacity
         # (UTC day number, tenant, key, model) -> its requests since the last cut
         self._open: dict[tuple[float, str, str | None, str], list[_Member]] = {}
         self._added = 0  # requests added to _open since the last cut
+        self._ready: list[UsageBatch] = []  # cut, not written yet, in order
         self._prefix = secrets.token_hex(6)
         self._ids = itertools.count()
-        self._full = asyncio.Event()
+        self._cut_ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._seq = itertools.count()
-        self._spill_path = self._dir / f"usage-{os.getpid()}-{self._prefix}.jsonl"
+        self._spill_path = self._dir / f"totals-{os.getpid()}-{self._prefix}.jsonl"
         self.add: Add = self._fold
         self.written = 0  # requests
         self.spilled = 0  # requests
@@ -96,28 +105,37 @@ class UsageRecorder:
         members.append((prompt, completion, cost_nusd, status, cached))
         self._added += 1
         if self._added >= self._batch:
-            self._full.set()
+            self._cut()
 
     def _spill_at_once(self, ts: float, tenant: str, key_id: str | None, model: str, prompt: int,
                        completion: int, cost_nusd: int, status: int, cached: bool) -> None:
         """``add`` after ``stop``: nothing will flush any more, so each request is spilled."""
         self._fold(ts, tenant, key_id, model, prompt, completion, cost_nusd, status, cached)
-        batch = self._cut()
-        if batch is not None:
-            self._spill(batch)
+        self._cut()
+        while self._ready:
+            self._spill(self._ready.pop(0))
 
     def pending(self) -> int:
         """Requests added but not cut into a batch yet."""
         return self._added
 
-    def _cut(self) -> UsageBatch | None:
+    def _cut(self) -> None:
+        """The open groups become a batch ready to write (a None key and '' are one group)."""
         if not self._open:
-            return None
+            return
         opened, requests = self._open, self._added
         self._open, self._added = {}, 0
-        self._full.clear()
-        rows = sorted(_total(group, members) for group, members in opened.items())
-        return UsageBatch(f"{self._prefix}-{next(self._ids):x}", rows, requests)
+        groups: dict[tuple[str, str, str, str], list[_Member]] = {}
+        for (day, tenant, key_id, model), members in opened.items():
+            group = (_day_str(day), tenant, key_id or "", model)
+            groups[group] = groups[group] + members if group in groups else members
+        rows = sorted(_total(group, members) for group, members in groups.items())
+        self._ready.append(UsageBatch(f"{self._prefix}-{next(self._ids):x}", rows, requests))
+        self._cut_ready.set()
+
+    def _waiting(self) -> int:
+        """Requests in memory not written yet: cut batches and the open groups."""
+        return self._added + sum(b.requests for b in self._ready)
 
     async def start(self) -> None:
         try:
@@ -127,42 +145,62 @@ class UsageRecorder:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-flush")
 
     async def stop(self) -> None:
-        """Cut and write everything added so far. The flush task is woken, not cancelled, so
-        a write is never interrupted half-way; it exits after its last batch."""
+        """Cut and write everything added so far. The flush task is woken, never cancelled (not
+        even if ``stop`` itself is), so a write is not interrupted half-way."""
         self._stopping = True
-        self._full.set()
+        self._cut_ready.set()
         if self._task is not None:
-            [outcome] = await asyncio.gather(self._task, return_exceptions=True)
-            if isinstance(outcome, BaseException):  # a bug, not the store: what it held is cut below
+            [outcome] = await asyncio.gather(asyncio.shield(self._task), return_exceptions=True)
+            if isinstance(outcome, BaseException):  # a bug, not the store: what it held is written below
                 log.error("the usage flush task failed: %r", outcome)
         self.add = self._spill_at_once
-        batch = self._cut()  # added between the task's last cut and the rebinding above
-        if batch is not None:
-            await self._write(batch)
+        self._cut()  # added while the task finished
+        await self._write_ready(final=True)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_cut = loop.time() + self._interval
         while not self._stopping:
-            if self._added < self._batch:
+            if not self._ready:  # wait for a cut by size, or the interval's own cut
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self._interval)
-            batch = self._cut()
-            if batch is not None:
-                await self._write(batch)
+                    await asyncio.wait_for(self._cut_ready.wait(), max(next_cut - loop.time(), 0.0))
+            self._cut_ready.clear()
+            if loop.time() >= next_cut:
+                self._cut()
+                next_cut = loop.time() + self._interval
+            if not await self._write_ready(final=False):
+                await asyncio.sleep(self._interval)  # not even spilled (disk full?): try again later
 
-    async def _write(self, batch: UsageBatch) -> None:
+    async def _write_ready(self, *, final: bool) -> bool:
+        """Write (or spill) the cut batches in order; False if one could be neither (it stays
+        first in line; on the final call it is logged as lost)."""
+        while self._ready:
+            if not await self._write(self._ready[0]):
+                if not final:
+                    return False
+                log.error("usage of %d requests lost: neither written nor spilled", self._ready[0].requests)
+            self._ready.pop(0)
+        return True
+
+    async def _write(self, batch: UsageBatch) -> bool:
         delay = self._backoff
         for attempt in range(self._retries + 1):
             try:
-                await self._sink(batch)
+                await asyncio.wait_for(self._sink(batch), self._timeout)
                 self.written += batch.requests
-                return
-            except Exception as exc:  # the store is down: retry, then spill
-                log.warning("usage write failed (attempt %d): %s", attempt + 1, exc)
-                if attempt == self._retries or self._added + batch.requests >= self._capacity:
+                return True
+            except Exception as exc:  # the store is down or stuck: retry, then spill
+                log.warning("usage write failed (attempt %d): %r", attempt + 1, exc)
+                if attempt == self._retries or self._waiting() >= self._capacity:
                     break
                 await asyncio.sleep(delay)
                 delay *= 2
-        await asyncio.to_thread(self._spill, batch)
+        try:
+            await asyncio.to_thread(self._spill, batch)
+        except OSError as exc:
+            log.error("spilling usage failed: %s", exc)
+            return False
+        return True
 
     def _spill(self, batch: UsageBatch) -> None:
         """Append a batch to this recorder's spill file, with fsync (in a thread, but for the
@@ -179,7 +217,7 @@ class UsageRecorder:
         if not self._dir.is_dir():
             return 0
         total = 0
-        for path in sorted(self._dir.glob("usage-*.jsonl")):
+        for path in [p for pattern in _SPILL_GLOBS for p in sorted(self._dir.glob(pattern))]:
             if path == self._spill_path:
                 continue
             claimed = self._dir / f"replaying-{os.getpid()}-{next(self._seq)}.jsonl"
@@ -196,7 +234,7 @@ class UsageRecorder:
             for batch in batches:
                 await self._sink(batch)
         except Exception:
-            back = self._dir / f"usage-{os.getpid()}-r{next(self._seq)}.jsonl"
+            back = self._dir / f"totals-{os.getpid()}-r{next(self._seq)}.jsonl"
             await asyncio.to_thread(path.rename, back)
             raise
         await asyncio.to_thread(path.unlink)
@@ -225,10 +263,10 @@ def read_spill(path: Path) -> list[UsageBatch]:
     return batches
 
 
-def _total(group: tuple[float, str, str | None, str], members: list[_Member]) -> Total:
+def _total(group: tuple[str, str, str, str], members: list[_Member]) -> Total:
     """One row of a batch: the group's sums, computed in C (``map`` over field getters)."""
     day, tenant, key_id, model = group
-    return (_day_str(day), tenant, key_id or "", model, len(members), sum(map(_FAILED, map(_STATUS, members))),
+    return (day, tenant, key_id, model, len(members), sum(map(_FAILED, map(_STATUS, members))),
             sum(map(_CACHED, members)), sum(map(_PROMPT, members)), sum(map(_COMPLETION, members)),
             sum(map(_COST, members)))
 

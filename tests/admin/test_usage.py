@@ -78,7 +78,8 @@ async def test_batches_are_cut_by_size_and_by_interval_and_flushed_on_stop(tmp_p
     for i in range(25):
         add(rec, i)
         if i % 10 == 9:
-            await until(lambda: rec.pending() == 0)  # a full batch is cut at once
+            assert rec.pending() == 0  # a full batch is cut in add() itself, whatever the writer does
+    await until(lambda: sink.requests() == 20)
     assert [b.requests for b in sink.batches] == [10, 10] and rec.pending() == 5
     assert len({b.id for b in sink.batches}) == 2
     await rec.stop()  # graceful: nothing left behind
@@ -189,3 +190,45 @@ async def test_stop_writes_what_the_flush_loop_waits_on(tmp_path: Path) -> None:
     assert rec.pending() == 1 and sink.batches == []
     await rec.stop()
     assert sink.requests() == 1
+
+
+async def test_a_write_that_hangs_times_out_and_is_spilled(tmp_path: Path) -> None:
+    async def hang(batch: UsageBatch) -> None:
+        await asyncio.sleep(3600)
+
+    rec = UsageRecorder(hang, tmp_path, batch=2, interval=30, retries=1, backoff=0.01, timeout=0.05)
+    await rec.start()
+    add(rec, 0)
+    add(rec, 1)
+    await until(lambda: rec.spilled == 2)
+    await rec.stop()
+    assert [p.name.startswith("totals-") for p in spill_files(tmp_path)] == [True]  # not read as old events
+    replayed = FlakySink()
+    assert await UsageRecorder(replayed, tmp_path).replay() == 2
+
+
+async def test_a_batch_neither_written_nor_spilled_is_kept_and_tried_again(tmp_path: Path) -> None:
+    blocked = tmp_path / "spill"
+    blocked.write_text("a file where the spill directory should be")  # spilling fails: not a directory
+    sink = FlakySink()
+    sink.down = True
+    rec = UsageRecorder(sink, blocked, batch=2, interval=0.05, retries=0)
+    await rec.start()
+    add(rec, 0)
+    add(rec, 1)
+    await asyncio.sleep(0.2)  # a few cycles: the write and the spill both failed, more than once
+    assert rec.spilled == 0 and rec.written == 0
+    sink.down = False  # the store is back: the kept batch goes through
+    await until(lambda: rec.written == 2)
+    await rec.stop()
+    assert sink.requests() == 2
+
+
+async def test_a_keyless_request_and_an_empty_key_are_one_row(tmp_path: Path) -> None:
+    sink = FlakySink()
+    rec = UsageRecorder(sink, tmp_path, interval=30)
+    await rec.start()
+    add(rec, 0, ts=T0, key=None)
+    add(rec, 1, ts=T0, key="")
+    await rec.stop()
+    assert sink.batches[0].rows == [(day_of(T0), "acme", "", "m", 2, 0, 0, 2, 4, 7)]
