@@ -17,7 +17,8 @@ Contracts:
   the spill file without further retries once ``capacity`` requests wait in memory behind it.
   If even the spill fails (disk full), the batch is kept and tried again a cycle later.
 - ``start`` first replays spill files left by earlier runs (any process: a file is claimed by
-  an atomic rename, so replicas sharing the directory replay it once), one batch per line;
+  an atomic rename, so replicas sharing the directory replay it once; a file whose claimant
+  died before finishing it is claimed again), one batch per line;
   ``usage-*.jsonl`` files of older releases (events) are replayed too.
 - ``stop`` (graceful shutdown) cuts and writes everything; what the store refuses is spilled.
 - Loss bound on ``kill -9``: what is in memory: the requests added since the last cut (at
@@ -217,16 +218,32 @@ class UsageRecorder:
         if not self._dir.is_dir():
             return 0
         total = 0
-        for path in [p for pattern in _SPILL_GLOBS for p in sorted(self._dir.glob(pattern))]:
+        spilled = [p for pattern in _SPILL_GLOBS for p in sorted(self._dir.glob(pattern))]
+        for path in [*self._stranded(), *spilled]:
             if path == self._spill_path:
                 continue
-            claimed = self._dir / f"replaying-{os.getpid()}-{next(self._seq)}.jsonl"
+            claimed = self._dir / f"replaying-{os.getpid()}-{self._prefix}-{next(self._seq)}.jsonl"
             try:
                 path.rename(claimed)
             except FileNotFoundError:
                 continue  # another replica claimed it
             total += await self._replay_file(claimed)
         return total
+
+    def _stranded(self) -> list[Path]:
+        """Files a process claimed for replay and died before finishing them (its pid is gone,
+        or is this process's while the file is not this recorder's: a restart that got the
+        same pid, as in a container). A crash during the replay at startup must not strand
+        them; a batch is applied once by id, so replaying one again counts nothing twice."""
+        stranded = []
+        for path in sorted(self._dir.glob("replaying-*.jsonl")):
+            parts = path.name.split("-")
+            if len(parts) < 4 or not parts[1].isdigit():
+                continue
+            pid = int(parts[1])
+            if (pid != os.getpid() and not _alive(pid)) or (pid == os.getpid() and parts[2] != self._prefix):
+                stranded.append(path)
+        return stranded
 
     async def _replay_file(self, path: Path) -> int:
         batches = await asyncio.to_thread(read_spill, path)
@@ -241,6 +258,16 @@ class UsageRecorder:
         count = sum(b.requests for b in batches)
         log.info("replayed the usage of %d requests from %s", count, path.name)
         return count
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
 
 
 def read_spill(path: Path) -> list[UsageBatch]:

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -232,3 +235,19 @@ async def test_a_keyless_request_and_an_empty_key_are_one_row(tmp_path: Path) ->
     add(rec, 1, ts=T0, key="")
     await rec.stop()
     assert sink.batches[0].rows == [(day_of(T0), "acme", "", "m", 2, 0, 0, 2, 4, 7)]
+
+
+async def test_files_a_crashed_replay_had_claimed_are_replayed_by_the_next_start(tmp_path: Path) -> None:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    dead_pid = int(gone.stdout)
+    line = orjson.dumps(UsageBatch("b1", [(day_of(T0), "t", "", "m", 2, 0, 0, 2, 2, 2)], 2)._asdict()) + b"\n"
+    (tmp_path / f"replaying-{dead_pid}-aaaa-0.jsonl").write_bytes(line)  # its replayer died
+    earlier_run = tmp_path / f"replaying-{os.getpid()}-bbbb-0.jsonl"  # this pid, another recorder: a restart
+    earlier_run.write_bytes(line.replace(b"b1", b"b2"))
+    alive = tmp_path / f"replaying-{os.getppid()}-cccc-0.jsonl"  # a live process is still on it
+    alive.write_bytes(line.replace(b"b1", b"b3"))
+    sink = FlakySink()
+    assert await UsageRecorder(sink, tmp_path).replay() == 4
+    assert sorted(b.id for b in sink.batches) == ["b1", "b2"]
+    assert [p.name for p in spill_files(tmp_path)] == [alive.name]
