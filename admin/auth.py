@@ -19,7 +19,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NoReturn
 
 from aiohttp import web
 
@@ -72,22 +71,20 @@ class KeyCache:
         self._store = store
         self._ttl = ttl
         self._size = size
-        self.clock = clock
-        # key id -> (expires at, by the clock; the key, None if unknown). Read directly by
-        # KeyAuthenticator's fast path; written only here.
-        self.entries: OrderedDict[str, tuple[float, Resolved | None]] = OrderedDict()
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, Resolved | None]] = OrderedDict()
         self._pending: dict[str, asyncio.Future[Resolved | None]] = {}
         self.misses = 0
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self._entries)
 
     def fresh(self, key_id: str) -> tuple[float, Resolved | None] | None:
         """The entry if cached and not expired (no await: the request path's usual case)."""
         # No LRU move per hit: entries expire by TTL anyway, and the bound evicts the oldest
         # inserted (a hot key is re-inserted at its next miss).
-        entry = self.entries.get(key_id)
-        if entry is not None and entry[0] > self.clock():
+        entry = self._entries.get(key_id)
+        if entry is not None and entry[0] > self._clock():
             return entry
         return None
 
@@ -115,20 +112,20 @@ class KeyCache:
             del self._pending[key_id]
 
     def _put(self, key_id: str, value: Resolved | None) -> None:
-        self.entries[key_id] = (self.clock() + self._ttl, value)
-        self.entries.move_to_end(key_id)
-        while len(self.entries) > self._size:
-            self.entries.popitem(last=False)
+        self._entries[key_id] = (self._clock() + self._ttl, value)
+        self._entries.move_to_end(key_id)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
 
     def invalidate_key(self, key_id: str) -> None:
-        self.entries.pop(key_id, None)
+        self._entries.pop(key_id, None)
 
     def invalidate_tenant(self, tenant_id: str) -> None:
-        for key_id in [k for k, (_, v) in self.entries.items() if v is not None and v.tenant.id == tenant_id]:
-            del self.entries[key_id]
+        for key_id in [k for k, (_, v) in self._entries.items() if v is not None and v.tenant.id == tenant_id]:
+            del self._entries[key_id]
 
     def clear(self) -> None:
-        self.entries.clear()
+        self._entries.clear()
 
 
 def bearer_token(header: str) -> str | None:
@@ -154,7 +151,6 @@ class KeyAuthenticator:
 
     def __init__(self, cache: KeyCache, remember: int = 10_000) -> None:
         self._cache = cache
-        self._entries, self._clock = cache.entries, cache.clock
         # Authorization header once verified -> (key id, the key cache's record it matched); bounded.
         self._verified: dict[str, tuple[str, Resolved]] = {}
         self._remember = remember
@@ -165,13 +161,10 @@ class KeyAuthenticator:
         known = self._verified.get(request.headers.get("Authorization", ""))
         if known is None:
             return None
-        entry = self._entries.get(known[0])
-        resolved = known[1]
-        if entry is None or entry[1] is not resolved or entry[0] <= self._clock():
+        entry = self._cache.fresh(known[0])
+        if entry is None or entry[1] is not known[1]:
             return None
-        if time.time() >= resolved.usable_until:  # revocation evicts the entry; expiry is checked here
-            self._refuse(resolved)
-        return resolved.principal
+        return self._usable(known[1])
 
     async def authenticate(self, request: web.Request) -> Principal:
         return self.authenticate_now(request) or await self._authenticate(request)
@@ -196,12 +189,8 @@ class KeyAuthenticator:
     def _usable(resolved: Resolved) -> Principal:
         # Revocation evicts the key cache entry; expiry is checked here, on every request.
         if time.time() >= resolved.usable_until:
-            KeyAuthenticator._refuse(resolved)
+            raise AuthenticationError(f"API key {resolved.key.id} is revoked or expired")
         return resolved.principal
-
-    @staticmethod
-    def _refuse(resolved: Resolved) -> NoReturn:
-        raise AuthenticationError(f"API key {resolved.key.id} is revoked or expired")
 
     def _remember_header(self, header: str, key_id: str, resolved: Resolved) -> None:
         if len(self._verified) >= self._remember:

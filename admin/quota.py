@@ -2,8 +2,8 @@
 
 Semantics, shared by the in-memory store (one process) and the Redis store (replicas):
 - RPM and TPM are sliding 60-second windows: in any 60 s no more than the limit is
-  admitted. The Redis store logs every admission (exact); the in-memory store sums 100 ms
-  buckets, so it may refuse up to 100 ms of window early, never admit more. TPM counts the
+  admitted. Both stores sum 100 ms buckets (window / 600), so they may refuse up to one
+  bucket of window early, never admit more. TPM counts the
   estimate (prompt + max output tokens) at admission and is corrected to the real usage at
   settle (to 0 on release).
 - Concurrency counts admitted, unfinished requests; each holds a lease that expires after

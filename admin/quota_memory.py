@@ -36,14 +36,9 @@ class _Ledger:
     reserved: dict[str, tuple[int, float]] = field(default_factory=dict)  # rid -> (cost, lease end)
     reserved_total: int = 0
     next_expiry: float = float("inf")
-    start: float = field(init=False)  # the period's, read per request
-    end: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.start, self.end = self.period.start, self.period.end
 
     def covers(self, kind: str, now: float) -> bool:
-        return self.kind == kind and self.start <= now < self.end
+        return self.kind == kind and self.period.start <= now < self.period.end
 
     def purge(self, now: float) -> None:
         if now < self.next_expiry:
@@ -102,33 +97,27 @@ class _Window:
 class _State:
     """Counters of one scope. Limits are read from the request's Scope every time (they can
     change at runtime); only counts live here, plus what this scope's current Limits object
-    implies (``_bind``: the budget in nano-USD, which counters apply), recomputed when the
+    implies (``_bind``: RPM/TPM as numbers, the budget in nano-USD, which counters apply), recomputed when the
     object changes, so the per-request path does no arithmetic on the limits."""
 
-    __slots__ = ("budget", "counted", "ledger", "lim", "rpm", "running", "soft", "tpm", "tpm_cap", "window")
+    __slots__ = ("budget", "counted", "ledger", "lim", "rpm", "running", "tpm", "window")
 
     def __init__(self) -> None:
         self.window = _Window()  # RPM and TPM; tokens are the estimate, corrected at settle
         self.running: dict[str, float] = {}  # rid -> lease end; insertion order is lease order
         self.ledger: _Ledger | None = None
         self.lim: Limits | None = None
-        self.rpm = _UNLIMITED
-        self.tpm_cap = _UNLIMITED
-        self.tpm: int | None = None
+        # RPM and TPM as numbers either way (_UNLIMITED when absent): one compare per request
+        self.rpm = self.tpm = _UNLIMITED
         self.counted = False  # RPM or TPM applies: admissions are counted in the window
         self.budget: int | None = None  # nano-USD
-        self.soft = 0  # nano-USD: the soft alert's threshold
 
     def _bind(self, lim: Limits) -> None:
-        self.lim, self.tpm = lim, lim.tpm
-        self.rpm = _UNLIMITED if lim.rpm is None else lim.rpm  # a number either way: one compare per request
-        self.tpm_cap = _UNLIMITED if lim.tpm is None else lim.tpm
+        self.lim = lim
+        self.rpm = _UNLIMITED if lim.rpm is None else lim.rpm
+        self.tpm = _UNLIMITED if lim.tpm is None else lim.tpm
         self.counted = lim.rpm is not None or lim.tpm is not None
-        if lim.budget_usd is None:
-            self.budget = None
-        else:
-            self.budget = round(lim.budget_usd * 1e9)
-            self.soft = round(lim.budget_usd * lim.soft_alert * 1e9)
+        self.budget = None if lim.budget_usd is None else round(lim.budget_usd * 1e9)
 
     def needs_ledger(self, lim: Limits, now: float) -> bool:
         """A budget applies but this process has not seeded the ledger of now's period yet."""
@@ -150,7 +139,7 @@ class _State:
                 counted.expire(cutoff)
             if counted.requests >= self.rpm:
                 return Decision(False, "rpm", scope_id, counted.retry_after(now, span))
-            if counted.tokens + req.tokens > self.tpm_cap:
+            if counted.tokens + req.tokens > self.tpm:
                 return Decision(False, "tpm", scope_id, counted.retry_after(now, span))
         if self.running:
             self._expire_leases(now)
@@ -160,13 +149,13 @@ class _State:
         if budget is None:
             return None
         ledger = self.ledger
-        if ledger is None or ledger.kind != lim.budget_period or not ledger.start <= now < ledger.end:
+        if ledger is None or not ledger.covers(lim.budget_period, now):
             return UNSEEDED
         if now >= ledger.next_expiry:
             ledger.purge(now)
         spent = ledger.spent
         if spent >= budget or spent + ledger.reserved_total + req.cost_nusd > budget:
-            return Decision(False, "budget", scope_id, ledger.end - now)
+            return Decision(False, "budget", scope_id, ledger.period.end - now)
         return None
 
     def _expire_leases(self, now: float) -> None:
@@ -211,18 +200,17 @@ class _State:
                 sums[1] += delta
                 window.tokens += delta
         ledger = self.ledger
-        if (lim.budget_usd is None or ledger is None or ledger.kind != lim.budget_period
-                or not ledger.start <= req.now < ledger.end):
+        if lim.budget_usd is None or ledger is None or not ledger.covers(lim.budget_period, req.now):
             return False  # the admission's period has ended: its reservation went with it
         reserved = ledger.reserved.pop(rid, None)
         if reserved is not None:
             ledger.reserved_total -= reserved[0]
         if tokens is None:
             return False
+        soft = round(lim.budget_usd * lim.soft_alert * 1e9)
         before = ledger.spent
-        ledger.spent = spent = before + cost_nusd
-        soft = self.soft if lim is self.lim else round(lim.budget_usd * lim.soft_alert * 1e9)
-        return before < soft <= spent
+        ledger.spent += cost_nusd
+        return before < soft <= ledger.spent
 
 
 class MemoryQuota:

@@ -39,7 +39,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import operator
 import os
 import secrets
 from collections.abc import Awaitable, Callable
@@ -49,18 +48,11 @@ from typing import Any
 import orjson
 
 from admin.models import UsageEvent
-from admin.usage_rollup import COLUMNS, Total, UsageBatch, day_of
+from admin.usage_rollup import COLUMNS, Group, Member, Total, UsageBatch, day_of_index, totals
 
 log = logging.getLogger("turnout.admin.usage")
 _DAY_S = 86400
-_Member = tuple[int, int, int, int, bool]  # prompt, completion, cost (nano-USD), status, cached
-_PROMPT, _COMPLETION, _COST, _STATUS, _CACHED = map(operator.itemgetter, range(5))
-_FAILED = (400).__le__  # status >= 400
 _SPILL_GLOBS = ("totals-*.jsonl", "usage-*.jsonl")  # this release's, then older releases'
-
-
-def _day_str(day: float) -> str:
-    return day_of(day * _DAY_S)
 
 
 Sink = Callable[[UsageBatch], Awaitable[None]]
@@ -81,7 +73,7 @@ class UsageRecorder:
         self._timeout = timeout
         self._capacity = capacity
         # (UTC day number, tenant, key, model) -> its requests since the last cut
-        self._open: dict[tuple[float, str, str | None, str], list[_Member]] = {}
+        self._open: dict[tuple[float, str, str | None, str], list[Member]] = {}
         self._added = 0  # requests added to _open since the last cut
         self._ready: list[UsageBatch] = []  # cut, not written yet, in order
         self._prefix = secrets.token_hex(6)
@@ -126,12 +118,10 @@ class UsageRecorder:
             return
         opened, requests = self._open, self._added
         self._open, self._added = {}, 0
-        groups: dict[tuple[str, str, str, str], list[_Member]] = {}
+        groups: dict[Group, list[Member]] = {}
         for (day, tenant, key_id, model), members in opened.items():
-            group = (_day_str(day), tenant, key_id or "", model)
-            groups[group] = groups[group] + members if group in groups else members
-        rows = sorted(_total(group, members) for group, members in groups.items())
-        self._ready.append(UsageBatch(f"{self._prefix}-{next(self._ids):x}", rows, requests))
+            groups.setdefault((day_of_index(int(day)), tenant, key_id or "", model), []).extend(members)
+        self._ready.append(UsageBatch(f"{self._prefix}-{next(self._ids):x}", totals(groups), requests))
         self._cut_ready.set()
 
     def _waiting(self) -> int:
@@ -288,14 +278,6 @@ def read_spill(path: Path) -> list[UsageBatch]:
         except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
             log.warning("skipping a torn line in %s", path)
     return batches
-
-
-def _total(group: tuple[str, str, str, str], members: list[_Member]) -> Total:
-    """One row of a batch: the group's sums, computed in C (``map`` over field getters)."""
-    day, tenant, key_id, model = group
-    return (day, tenant, key_id, model, len(members), sum(map(_FAILED, map(_STATUS, members))),
-            sum(map(_CACHED, members)), sum(map(_PROMPT, members)), sum(map(_COMPLETION, members)),
-            sum(map(_COST, members)))
 
 
 def _row(raw: list[Any]) -> Total:

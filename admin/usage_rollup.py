@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -30,42 +30,41 @@ SUMS = COLUMNS[4:]  # the summed columns
 Total = tuple[str, str, str, str, int, int, int, int, int, int]  # a row in COLUMNS order
 
 
-def day_of(ts: float) -> str:
-    """The UTC day of ``ts`` as the usage tables store it."""
-    return _day_of_index(int(ts // 86400))
-
-
-@functools.lru_cache(maxsize=64)
-def _day_of_index(day: int) -> str:
-    return datetime.fromtimestamp(day * 86400, UTC).strftime("%Y-%m-%d")
-
-
-def _field(name: str) -> Callable[[UsageEvent], int]:
-    return operator.itemgetter(UsageEvent._fields.index(name))
-
-
-_STATUS, _CACHED, _PROMPT, _COMPLETION, _COST = map(_field, (
-    "status", "cached", "prompt_tokens", "completion_tokens", "cost_nusd"))
+Group = tuple[str, str, str, str]  # day, tenant, key ('' for none), model
+Member = tuple[int, int, int, int, bool]  # one request: prompt, completion, cost (nano-USD), status, cached
+_PROMPT, _COMPLETION, _COST, _STATUS, _CACHED = map(operator.itemgetter, range(5))
 _FAILED = (400).__le__  # status >= 400
 
 
+def day_of(ts: float) -> str:
+    """The UTC day of ``ts`` as the usage tables store it."""
+    return day_of_index(int(ts // 86400))
+
+
+@functools.lru_cache(maxsize=64)
+def day_of_index(day: int) -> str:
+    """The UTC day number ``day`` (days since the epoch) as the usage tables store it."""
+    return datetime.fromtimestamp(day * 86400, UTC).strftime("%Y-%m-%d")
+
+
+def totals(groups: Mapping[Group, list[Member]]) -> list[Total]:
+    """One row per group, sorted by group: every writer then takes the rows' locks in the same
+    order (two PostgreSQL replicas upserting the same groups in opposite orders could
+    deadlock). A status of 400 or more counts as failed. The sums run in C (``map`` over
+    field getters)."""
+    return [(*group, len(ms), sum(map(_FAILED, map(_STATUS, ms))), sum(map(bool, map(_CACHED, ms))),
+             sum(map(_PROMPT, ms)), sum(map(_COMPLETION, ms)), sum(map(_COST, ms)))
+            for group, ms in sorted(groups.items())]
+
+
 def rollup(events: Sequence[UsageEvent]) -> list[Total]:
-    """Daily totals of ``events``, sorted by group; a keyless event counts under key ``''``; a
-    status of 400 or more counts as failed. Sorted because every writer then takes the rows'
-    locks in the same order: two PostgreSQL replicas upserting the same groups in opposite
-    orders could deadlock. Events are only grouped in Python; the sums run in C (``map`` over
-    field getters): 0.33 instead of 0.41 µs per event, once per request on the gateway's core."""
-    groups: dict[tuple[str, str, str, str], list[UsageEvent]] = {}
+    """Daily totals of an older release's events (its spill files); a keyless event counts
+    under key ``''``."""
+    groups: dict[Group, list[Member]] = {}
     for e in events:
-        group = (day_of(e.ts), e.tenant_id, e.key_id or "", e.model)
-        members = groups.get(group)
-        if members is None:
-            groups[group] = [e]
-        else:
-            members.append(e)
-    return [(*group, len(es), sum(map(_FAILED, map(_STATUS, es))), sum(map(bool, map(_CACHED, es))),
-             sum(map(_PROMPT, es)), sum(map(_COMPLETION, es)), sum(map(_COST, es)))
-            for group, es in sorted(groups.items())]
+        groups.setdefault((day_of(e.ts), e.tenant_id, e.key_id or "", e.model), []).append(
+            (e.prompt_tokens, e.completion_tokens, e.cost_nusd, e.status, e.cached))
+    return totals(groups)
 
 
 class UsageBatch(NamedTuple):

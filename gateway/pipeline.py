@@ -127,10 +127,7 @@ class Pipeline:
             max_out = model.context_window or DEFAULT_MAX_OUTPUT
         n = body.get("n")
         n = n if isinstance(n, int) else 1
-        messages = body.get("messages")  # chat, the usual case: straight to the messages
-        counter = self.counter
-        prompt = counter.count_prompt(body) if messages is None else counter.count_messages(messages)
-        return Estimate(model.name, prompt, max_out * n, ctx.request_id)
+        return Estimate(model.name, self.counter.count_prompt(body), max_out * n, ctx.request_id)
 
     @staticmethod
     def finish(ticket: Ticket, outcome: Outcome | None, status: int) -> None:

@@ -16,7 +16,6 @@ from typing import Any
 import tiktoken
 
 _O200K_PREFIXES = ("gpt-4o", "o1", "o3", "o4", "gpt-4.1", "gpt-5")
-_DEFAULT_ENCODING = "cl100k_base"  # also for model "" (admission's estimates: no call for the name)
 
 
 MEMO_CHARS = 4_000_000  # text held by the memo, per encoding (~4-16 MB)
@@ -63,7 +62,7 @@ class TokenCounter:
 
     def count_messages(self, messages: Iterable[Any], model: str = "") -> int:
         total = 3
-        memo = self._memo.get(_encoding_name(model) if model else _DEFAULT_ENCODING) or {}
+        memo = self._memo.get(_encoding_name(model)) or {}
         for message in messages:
             if not isinstance(message, dict):
                 continue
@@ -71,15 +70,11 @@ class TokenCounter:
             text = content if isinstance(content, str) else _content_text(content)
             count = memo.get(text)  # the usual case: a text seen before, no call
             total += 3 + (count if count is not None else self.count_text(text, model))
-            if "name" in message or "tool_calls" in message:
-                total += self._extras(message, model)
+            if message.get("name"):
+                total += 1
+            if message.get("tool_calls"):
+                total += self.count_text(str(message["tool_calls"]), model)
         return total
-
-    def _extras(self, message: dict[str, Any], model: str) -> int:
-        extra = 1 if message.get("name") else 0
-        if message.get("tool_calls"):
-            extra += self.count_text(str(message["tool_calls"]), model)
-        return extra
 
     def count_prompt(self, body: dict[str, Any], model: str = "") -> int:
         if "messages" in body:
@@ -95,7 +90,7 @@ class TokenCounter:
 
 @functools.lru_cache(maxsize=1024)
 def _encoding_name(model: str) -> str:
-    return "o200k_base" if model.startswith(_O200K_PREFIXES) else _DEFAULT_ENCODING
+    return "o200k_base" if model.startswith(_O200K_PREFIXES) else "cl100k_base"
 
 
 def _content_text(content: Any) -> str:
