@@ -200,11 +200,15 @@ class _State:
                 sums[1] += delta
                 window.tokens += delta
         ledger = self.ledger
-        if lim.budget_usd is None or ledger is None or not ledger.covers(lim.budget_period, req.now):
-            return False  # the admission's period has ended: its reservation went with it
+        if lim.budget_usd is None or ledger is None:
+            return False
+        # A reservation still held in this ledger was made in it, so this is the admission's
+        # period; otherwise (the lease expired, or the period ended and its ledger went) ask.
         reserved = ledger.reserved.pop(rid, None)
         if reserved is not None:
             ledger.reserved_total -= reserved[0]
+        elif not ledger.covers(lim.budget_period, req.now):
+            return False  # the admission's period has ended: its reservation went with it
         if tokens is None:
             return False
         soft = round(lim.budget_usd * lim.soft_alert * 1e9)
