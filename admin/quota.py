@@ -75,7 +75,9 @@ def _period_of_day(kind: str, day: int) -> Period:
     return Period(start.strftime("%Y-%m"), start.timestamp(), end.timestamp())
 
 
-@dataclass(slots=True)  # not frozen: built per request, frozen __init__ costs ~4x
+# Not frozen: built per request, frozen __init__ costs ~4x. Compared and hashed by identity: the
+# in-memory store files its reservations under the request object itself.
+@dataclass(slots=True, eq=False)
 class AdmitRequest:
     req_id: str
     scopes: tuple[Scope, ...]

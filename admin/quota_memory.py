@@ -33,7 +33,8 @@ class _Ledger:
     period: Period
     kind: str
     spent: int
-    reserved: dict[str, tuple[int, float]] = field(default_factory=dict)  # rid -> (cost, lease end)
+    # admitted request (by identity) -> (cost, lease end)
+    reserved: dict[AdmitRequest, tuple[int, float]] = field(default_factory=dict)
     reserved_total: int = 0
     next_expiry: float = float("inf")
 
@@ -43,8 +44,8 @@ class _Ledger:
     def purge(self, now: float) -> None:
         if now < self.next_expiry:
             return
-        for rid in [r for r, (_, end) in self.reserved.items() if end <= now]:
-            self.reserved_total -= self.reserved.pop(rid)[0]
+        for req in [r for r, (_, end) in self.reserved.items() if end <= now]:
+            self.reserved_total -= self.reserved.pop(req)[0]
         self.next_expiry = min((end for _, end in self.reserved.values()), default=float("inf"))
 
 
@@ -104,7 +105,8 @@ class _State:
 
     def __init__(self) -> None:
         self.window = _Window()  # RPM and TPM; tokens are the estimate, corrected at settle
-        self.running: dict[str, float] = {}  # rid -> lease end; insertion order is lease order
+        # admitted request (by identity) -> lease end; insertion order is lease order
+        self.running: dict[AdmitRequest, float] = {}
         self.ledger: _Ledger | None = None
         self.lim: Limits | None = None
         # RPM and TPM as numbers either way (_UNLIMITED when absent): one compare per request
@@ -123,75 +125,88 @@ class _State:
         """A budget applies but this process has not seeded the ledger of now's period yet."""
         return lim.budget_usd is not None and (self.ledger is None or not self.ledger.covers(lim.budget_period, now))
 
-    def check(self, lim: Limits, req: AdmitRequest, scope_id: str, span: int) -> Decision | None:
-        """Expire what left the window, then the refusal if ``req`` does not fit, UNSEEDED if the
-        budget period's ledger must be seeded first, None if it fits. One call per scope: this
-        runs for every scope of every request, so it is written for that. ``req.window_bucket``
-        is the request's own bucket (MemoryQuota.admit_now sets it); ``span`` is the window in buckets."""
+    def admit(self, lim: Limits, req: AdmitRequest, scope_id: str, span: int, lease: float) -> Decision | None:
+        """Expire what left the window, then count ``req`` in and return None if it fits; else
+        change nothing and return the refusal (UNSEEDED: the budget period's ledger must be
+        seeded first). Check and count in one pass, since this runs for every scope of every
+        request: every refusal comes before the first change. ``req.window_bucket`` is the
+        request's own bucket (MemoryQuota.admit_now sets it); ``span`` is the window in buckets."""
         if lim is not self.lim:
             self._bind(lim)
-        now = req.now
+        now, window = req.now, self.window
         if self.counted:
-            counted = self.window
             # buckets before this one have left the window
             cutoff = req.window_bucket - span
-            if counted.first < cutoff:
-                counted.expire(cutoff)
-            if counted.requests >= self.rpm:
-                return Decision(False, "rpm", scope_id, counted.retry_after(now, span))
-            if counted.tokens + req.tokens > self.tpm:
-                return Decision(False, "tpm", scope_id, counted.retry_after(now, span))
-        if self.running:
-            self._expire_leases(now)
-        if lim.concurrency is not None and len(self.running) >= lim.concurrency:
+            if window.first < cutoff:
+                window.expire(cutoff)
+            if window.requests >= self.rpm:
+                return Decision(False, "rpm", scope_id, window.retry_after(now, span))
+            if window.tokens + req.tokens > self.tpm:
+                return Decision(False, "tpm", scope_id, window.retry_after(now, span))
+        if lim.concurrency is not None and self._full(lim.concurrency, now):
             return Decision(False, "concurrency", scope_id, 1.0)
-        budget = self.budget
-        if budget is None:
-            return None
-        ledger = self.ledger
-        if ledger is None or not ledger.covers(lim.budget_period, now):
-            return UNSEEDED
-        if now >= ledger.next_expiry:
-            ledger.purge(now)
-        spent = ledger.spent
-        if spent >= budget or spent + ledger.reserved_total + req.cost_nusd > budget:
-            return Decision(False, "budget", scope_id, ledger.period.end - now)
-        return None
-
-    def _expire_leases(self, now: float) -> None:
-        running = self.running
-        while running:  # lease order: stop at the first lease still held
-            rid = next(iter(running))
-            if running[rid] > now:
-                break
-            del running[rid]
-
-    def commit(self, lim: Limits, req: AdmitRequest, lease: float) -> None:
-        """Count ``req`` in; ``check`` has just passed it with these limits (so they are bound)."""
-        now, rid = req.now, req.req_id
+        refusal = self._reserve(lim, req, scope_id, lease)  # the last check, and the first change
+        if refusal is not None:
+            return refusal
         if self.counted:
-            window = self.window
             sums = window.buckets.get(bucket := req.window_bucket) or window.open(bucket)
             sums[0] += 1
             sums[1] += req.tokens
             window.requests += 1
             window.tokens += req.tokens
         if lim.concurrency is not None:
-            self.running[rid] = now + lease
-        ledger = self.ledger
-        if self.budget is not None and ledger is not None:
-            ledger.reserved[rid] = (req.cost_nusd, now + lease)
-            ledger.reserved_total += req.cost_nusd
-            if now + lease < ledger.next_expiry:
-                ledger.next_expiry = now + lease
+            self.running[req] = now + lease
+        return None
+
+    def _full(self, concurrency: int, now: float) -> bool:
+        running = self.running
+        while running:  # lease order: stop at the first lease still held
+            oldest = next(iter(running))
+            if running[oldest] > now:
+                break
+            del running[oldest]
+        return len(running) >= concurrency
+
+    def _reserve(self, lim: Limits, req: AdmitRequest, scope_id: str, lease: float) -> Decision | None:
+        """Reserve the request's cost in the budget if it fits (None), else the refusal. ``lim``
+        is bound (``admit``)."""
+        budget, ledger, now = self.budget, self.ledger, req.now
+        if budget is None:
+            return None
+        if ledger is None or not ledger.covers(lim.budget_period, now):
+            return UNSEEDED
+        if now >= ledger.next_expiry:
+            ledger.purge(now)
+        spent, cost = ledger.spent, req.cost_nusd
+        if spent >= budget or spent + ledger.reserved_total + cost > budget:
+            return Decision(False, "budget", scope_id, ledger.period.end - now)
+        ledger.reserved[req] = (cost, now + lease)
+        ledger.reserved_total += cost
+        if now + lease < ledger.next_expiry:
+            ledger.next_expiry = now + lease
+        return None
+
+    def undo(self, req: AdmitRequest) -> None:
+        """Take back what ``admit`` counted for ``req`` just now (a later scope refused it; no
+        await in between, so the window's buckets are those ``admit`` saw)."""
+        self.running.pop(req, None)
+        if self.counted:
+            window = self.window
+            # admit counted in the request's bucket, or in the newest one if that was older
+            sums = window.buckets.get(req.window_bucket) or window.buckets[next(reversed(window.buckets))]
+            sums[0] -= 1
+            sums[1] -= req.tokens
+            window.requests -= 1
+            window.tokens -= req.tokens
+        if self.ledger is not None and (reserved := self.ledger.reserved.pop(req, None)) is not None:
+            self.ledger.reserved_total -= reserved[0]
 
     def finish(self, lim: Limits, req: AdmitRequest, tokens: int | None, cost_nusd: int) -> bool:
         """Undo the reservation, count the real use; True if spend crossed the soft alert.
         ``lim`` are the limits ``req`` was admitted under (its own Scope's): they may no longer
         be the scope's current ones, so nothing bound from the current ones is used here."""
-        rid = req.req_id
         if self.running:
-            self.running.pop(rid, None)
+            self.running.pop(req, None)
         if lim.tpm is not None:  # the estimate becomes the real use (0 on release), while it counts
             window = self.window
             sums = window.buckets.get(req.window_bucket)
@@ -204,7 +219,7 @@ class _State:
             return False
         # A reservation still held in this ledger was made in it, so this is the admission's
         # period; otherwise (the lease expired, or the period ended and its ledger went) ask.
-        reserved = ledger.reserved.pop(rid, None)
+        reserved = ledger.reserved.pop(req, None)
         if reserved is not None:
             ledger.reserved_total -= reserved[0]
         elif not ledger.covers(lim.budget_period, req.now):
@@ -252,14 +267,20 @@ class MemoryQuota:
         budget period has to be seeded from the database first."""
         scopes, states = req.scopes, self._scopes
         req.window_bucket = int(req.now * BUCKETS_PER_S)  # the bucket it counts in, and its settle corrects
-        for scope in scopes:  # every scope checked before any is committed
-            state = states.get(scope.id) or self._state(scope.id)
-            refusal = state.check(scope.limits, req, scope.id, self._span)
-            if refusal is not None:
-                return self._refused(refusal, req)
         for scope in scopes:
-            states[scope.id].commit(scope.limits, req, self._lease)
+            state = states.get(scope.id) or self._state(scope.id)
+            refusal = state.admit(scope.limits, req, scope.id, self._span, self._lease)
+            if refusal is not None:
+                self._undo_before(scope, req)
+                return self._refused(refusal, req)
         return ADMITTED
+
+    def _undo_before(self, refusing: Scope, req: AdmitRequest) -> None:
+        """All or nothing: take back the scopes that admitted ``req`` before ``refusing`` did not."""
+        for scope in req.scopes:
+            if scope is refusing:
+                return
+            self._scopes[scope.id].undo(req)
 
     def _refused(self, refusal: Decision, req: AdmitRequest) -> Decision | None:
         return None if refusal is UNSEEDED else refusal._replace(remaining=self._remaining(req), at=req.now)

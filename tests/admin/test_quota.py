@@ -124,6 +124,16 @@ async def test_refusal_changes_nothing(make_quota: MakeQuota) -> None:
     assert refused.remaining == [(8, None), (0, None)]  # key scope: only r1 and r3 counted
 
 
+async def test_a_later_scope_refusing_takes_back_every_counter_of_the_earlier_ones(make_quota: MakeQuota) -> None:
+    q = make_quota()
+    key = Scope("k:a", Limits(rpm=1, tpm=100, concurrency=1, budget_usd=1.0, budget_period="day"))
+    refused = await q.admit(req(1, key, Scope("t:x", Limits(rpm=0)), tokens=60, cost=NANO * 6 // 10))
+    assert refused.reason == "rpm" and refused.scope == "t:x"
+    # each limit of the key scope has room for exactly one such request
+    assert (await q.admit(req(2, key, tokens=60, cost=NANO * 6 // 10))).ok
+    assert await q.budget_state(key, T0) == (0, NANO * 6 // 10)
+
+
 async def test_budget_race_in_one_process(make_quota: MakeQuota) -> None:
     q = make_quota()
     await _budget_race([q] * 1, concurrency=200)
