@@ -27,11 +27,13 @@ def median_row(results: list[LoadResult]) -> dict[str, Any]:
 
 def measure(run: Run, targets: list[Target], body: bytes, concurrencies: list[int],
             rounds: int) -> dict[str, list[dict[str, Any]]]:
-    """name → one median row per concurrency (in the order given)."""
+    """name → one median row per concurrency (in the order given). Every other round takes the
+    targets in reverse order, so a machine that speeds up or slows down during a round does not
+    always favour the same end of the list."""
     samples: dict[str, dict[int, list[LoadResult]]] = {name: {c: [] for c in concurrencies} for name, _, _ in targets}
     for n in range(rounds):
         run.log(f" round {n + 1}/{rounds}")
         for c in concurrencies:
-            for name, svc, headers in targets:
+            for name, svc, headers in (targets if n % 2 == 0 else targets[::-1]):
                 samples[name][c].append(run.wrk(name, svc, body, c, headers))
     return {name: [median_row(samples[name][c]) for c in concurrencies] for name, _, _ in targets}

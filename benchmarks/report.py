@@ -75,7 +75,8 @@ def _more_sections(s: dict[str, Any]) -> list[str]:
                             [[x["features"], x["connections"], x["rps"], x["rps_vs_none"],
                               x.get("rps_vs_none_shared", ""), x["p50_ms"], x["added_p50_vs_none_ms"], x["p99_ms"],
                               x["rss_mb"]] for x in s["features"]["rows"]]))
-        parts.append("\n\"vs none\": ratio of interleaved medians. \"shared core\": each set and the baseline "
+        parts.append("\n\"vs none\": median over the interleaved rounds of the ratio to the baseline's req/s in "
+                     "the same round. \"shared core\": each set and the baseline "
                      "loaded at the same time on the same CPU, median of the per-round ratios "
                      "(benchmarks/shared_core.py; the steadier of the two on a noisy machine).\n")
     if "peers" in s:

@@ -122,11 +122,42 @@ def test_shared_core_ratios_run_each_pair_at_once_and_take_the_median() -> None:
         shared_ratios(FailingRun(), ("none", None, {}), [("admin", None, {})], b"{}", 64, 1)  # type: ignore[arg-type, list-item]
 
 
+def test_interleaved_rounds_alternate_the_order_of_targets() -> None:
+    from benchmarks.interleave import measure
+    from benchmarks.load import LoadResult
+
+    order: list[str] = []
+
+    class FakeRun:
+        def log(self, line: str) -> None:
+            pass
+
+        def wrk(self, label: str, svc: object, body: bytes, c: int, headers: dict[str, str]) -> LoadResult:
+            order.append(label)
+            return LoadResult(label, c, 1.0, 1, 100.0, 1, 1, 1, 1, 1, 0)
+
+    targets: list[Any] = [("a", None, {}), ("b", None, {}), ("c", None, {})]
+    got = measure(FakeRun(), targets, b"{}", [1], 3)  # type: ignore[arg-type]
+    assert order == ["a", "b", "c", "c", "b", "a", "a", "b", "c"]
+    assert [row["rounds"] for rows in got.values() for row in rows] == [3, 3, 3]
+
+
+def test_vs_none_pairs_each_round_with_the_baselines_same_round() -> None:
+    from benchmarks.scenarios_more import paired_ratio
+
+    # the ratio of the medians would read 250 / 200 = 1.25; each round's pair says 0.9 in the middle
+    assert paired_ratio([250.0, 90.0, 270.0], [100.0, 200.0, 300.0]) == 0.9
+    assert paired_ratio([10.0], [0.0]) is None
+
+
 def test_instruction_totals_are_read_from_a_callgrind_dump(tmp_path: Path) -> None:
     from benchmarks.instructions import _total
 
     dump = tmp_path / "callgrind.out.1"
     dump.write_text("# callgrind format\nversion: 1\nevents: Ir\nfn=(1) main\n0 10\nsummary: 4711\ntotals: 4711\n")
+    assert _total(dump) == 4711
+    # counting switched off before the dump: the summary line reads 0, the totals line counts
+    dump.write_text("events: Ir\nfn=(1) main\n0 10\nsummary: 0\ntotals: 4711\n")
     assert _total(dump) == 4711
     (tmp_path / "empty").write_text("events: Ir\n")
     with pytest.raises(RuntimeError, match="no totals"):
