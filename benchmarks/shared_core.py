@@ -34,12 +34,14 @@ def _together(run: Run, pair: tuple[Target, Target], body: bytes, connections: i
 def shared_ratios(run: Run, base: Target, others: list[Target], body: bytes, connections: int,
                   rounds: int) -> dict[str, dict[str, Any]]:
     """name → median over rounds of (target req/s / baseline req/s) measured together, the
-    per-round ratios, and the median of the pair's summed req/s."""
+    per-round ratios, and the median of the pair's summed req/s. Every other round takes the
+    targets in reverse order: an A/B of two builds, each paired with the baseline in turn, read
+    ~2% better for whichever build went second, whichever that was."""
     ratios: dict[str, list[float]] = {name: [] for name, _, _ in others}
     totals: dict[str, list[float]] = {name: [] for name, _, _ in others}
     for n in range(rounds):
         run.log(f" shared-core round {n + 1}/{rounds}")
-        for target in others:
+        for target in others if n % 2 == 0 else others[::-1]:  # no target always goes first
             first, second = _together(run, (base, target), body, connections)
             if first.rps:
                 ratios[target[0]].append(second.rps / first.rps)

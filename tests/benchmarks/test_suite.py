@@ -122,6 +122,30 @@ def test_shared_core_ratios_run_each_pair_at_once_and_take_the_median() -> None:
         shared_ratios(FailingRun(), ("none", None, {}), [("admin", None, {})], b"{}", 64, 1)  # type: ignore[arg-type, list-item]
 
 
+def test_shared_core_rounds_alternate_the_order_of_targets() -> None:
+    import threading
+
+    from benchmarks.load import LoadResult
+    from benchmarks.shared_core import shared_ratios
+
+    order: list[str] = []
+    lock = threading.Lock()
+
+    class FakeRun:
+        def log(self, line: str) -> None:
+            pass
+
+        def wrk(self, label: str, svc: object, body: bytes, c: int, headers: dict[str, str]) -> LoadResult:
+            with lock:
+                if not label.startswith("none"):
+                    order.append(label.split(" ")[0])
+            return LoadResult(label, c, 1.0, 1, 100.0, 1, 1, 1, 1, 1, 0)
+
+    others: list[Any] = [("a", None, {}), ("b", None, {})]
+    shared_ratios(FakeRun(), ("none", None, {}), others, b"{}", 64, 3)  # type: ignore[arg-type]
+    assert order == ["a", "b", "b", "a", "a", "b"]
+
+
 def test_interleaved_rounds_alternate_the_order_of_targets() -> None:
     from benchmarks.interleave import measure
     from benchmarks.load import LoadResult
