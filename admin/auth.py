@@ -156,16 +156,15 @@ class KeyAuthenticator:
         self._remember = remember
 
     def authenticate_now(self, request: web.Request) -> Principal | None:
-        """A returning client (a remembered header whose key is in the cache and still usable):
-        no parsing, no hashing, no await. None otherwise, refusals included: ``authenticate``
-        then says why."""
+        """A returning client (a remembered header whose key is in the cache): no parsing, no
+        hashing, no await. None otherwise; raises if the key has expired."""
         known = self._verified.get(request.headers.get("Authorization", ""))
         if known is None:
             return None
         entry = self._cache.fresh(known[0])
-        if entry is None or entry[1] is not known[1] or time.time() >= known[1].usable_until:
+        if entry is None or entry[1] is not known[1]:
             return None
-        return known[1].principal
+        return self._usable(known[1])
 
     async def authenticate(self, request: web.Request) -> Principal:
         return self.authenticate_now(request) or await self._authenticate(request)

@@ -88,6 +88,16 @@ class _Window:
             bucket = newest
         return buckets.setdefault(bucket, [0, 0])
 
+    def uncount(self, bucket: int, tokens: int) -> None:
+        """Take back an admission counted just now in ``bucket`` (its bucket or, as ``open``
+        chose when that was older than the newest, the newest: still there, nothing expired since)."""
+        buckets = self.buckets
+        sums = buckets.get(bucket) or buckets[next(reversed(buckets))]
+        sums[0] -= 1
+        sums[1] -= tokens
+        self.requests -= 1
+        self.tokens -= tokens
+
     def retry_after(self, now: float, span: int) -> float:
         """Seconds until the oldest bucket leaves a window of ``span`` buckets."""
         if not self.buckets:
@@ -191,13 +201,7 @@ class _State:
         await in between, so the window's buckets are those ``admit`` saw)."""
         self.running.pop(req, None)
         if self.counted:
-            window = self.window
-            # admit counted in the request's bucket, or in the newest one if that was older
-            sums = window.buckets.get(req.window_bucket) or window.buckets[next(reversed(window.buckets))]
-            sums[0] -= 1
-            sums[1] -= req.tokens
-            window.requests -= 1
-            window.tokens -= req.tokens
+            self.window.uncount(req.window_bucket, req.tokens)
         if self.ledger is not None and (reserved := self.ledger.reserved.pop(req, None)) is not None:
             self.ledger.reserved_total -= reserved[0]
 
@@ -263,8 +267,9 @@ class MemoryQuota:
         return decision
 
     def admit_now(self, req: AdmitRequest) -> Decision | None:
-        """Check-then-commit with no await in between (atomic on the event loop); None when a
-        budget period has to be seeded from the database first."""
+        """Each scope checks and counts the request in turn; a refusal takes back what the
+        scopes before it counted. No await in between, so this is all or nothing (atomic on the
+        event loop). None when a budget period has to be seeded from the database first."""
         scopes, states = req.scopes, self._scopes
         req.window_bucket = int(req.now * BUCKETS_PER_S)  # the bucket it counts in, and its settle corrects
         for scope in scopes:

@@ -88,7 +88,8 @@ async def test_ttl_bound_and_expiry(store: Store) -> None:
     auth = KeyAuthenticator(cache)
     await auth.authenticate(request(secret))  # type: ignore[arg-type]
     await asyncio.sleep(0.25)
-    assert auth.authenticate_now(request(secret)) is None  # type: ignore[arg-type]
+    with pytest.raises(AuthenticationError, match="expired"):  # the fast path refuses it too
+        auth.authenticate_now(request(secret))  # type: ignore[arg-type]
     with pytest.raises(AuthenticationError, match="expired"):  # expiry needs no query
         await auth.authenticate(request(secret))  # type: ignore[arg-type]
     for i in range(5):

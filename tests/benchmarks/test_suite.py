@@ -122,47 +122,42 @@ def test_shared_core_ratios_run_each_pair_at_once_and_take_the_median() -> None:
         shared_ratios(FailingRun(), ("none", None, {}), [("admin", None, {})], b"{}", 64, 1)  # type: ignore[arg-type, list-item]
 
 
-def test_shared_core_rounds_alternate_the_order_of_targets() -> None:
-    import threading
+class _RecordingRun:
+    """A Run whose loads return at once, recording the first word of each label in order."""
 
-    from benchmarks.load import LoadResult
+    def __init__(self) -> None:
+        import threading
+
+        self.order: list[str] = []
+        self._lock = threading.Lock()  # shared-core loads come from two threads
+
+    def log(self, line: str) -> None:
+        return None
+
+    def wrk(self, label: str, svc: object, body: bytes, c: int, headers: dict[str, str]) -> Any:
+        from benchmarks.load import LoadResult
+
+        with self._lock:
+            self.order.append(label.split(" ")[0])
+        return LoadResult(label, c, 1.0, 1, 100.0, 1, 1, 1, 1, 1, 0)
+
+
+def test_shared_core_rounds_alternate_the_order_of_targets() -> None:
     from benchmarks.shared_core import shared_ratios
 
-    order: list[str] = []
-    lock = threading.Lock()
-
-    class FakeRun:
-        def log(self, line: str) -> None:
-            pass
-
-        def wrk(self, label: str, svc: object, body: bytes, c: int, headers: dict[str, str]) -> LoadResult:
-            with lock:
-                if not label.startswith("none"):
-                    order.append(label.split(" ")[0])
-            return LoadResult(label, c, 1.0, 1, 100.0, 1, 1, 1, 1, 1, 0)
-
+    run = _RecordingRun()
     others: list[Any] = [("a", None, {}), ("b", None, {})]
-    shared_ratios(FakeRun(), ("none", None, {}), others, b"{}", 64, 3)  # type: ignore[arg-type]
-    assert order == ["a", "b", "b", "a", "a", "b"]
+    shared_ratios(run, ("none", None, {}), others, b"{}", 64, 3)  # type: ignore[arg-type]
+    assert [name for name in run.order if name != "none"] == ["a", "b", "b", "a", "a", "b"]
 
 
 def test_interleaved_rounds_alternate_the_order_of_targets() -> None:
     from benchmarks.interleave import measure
-    from benchmarks.load import LoadResult
 
-    order: list[str] = []
-
-    class FakeRun:
-        def log(self, line: str) -> None:
-            pass
-
-        def wrk(self, label: str, svc: object, body: bytes, c: int, headers: dict[str, str]) -> LoadResult:
-            order.append(label)
-            return LoadResult(label, c, 1.0, 1, 100.0, 1, 1, 1, 1, 1, 0)
-
+    run = _RecordingRun()
     targets: list[Any] = [("a", None, {}), ("b", None, {}), ("c", None, {})]
-    got = measure(FakeRun(), targets, b"{}", [1], 3)  # type: ignore[arg-type]
-    assert order == ["a", "b", "c", "c", "b", "a", "a", "b", "c"]
+    got = measure(run, targets, b"{}", [1], 3)  # type: ignore[arg-type]
+    assert run.order == ["a", "b", "c", "c", "b", "a", "a", "b", "c"]
     assert [row["rounds"] for rows in got.values() for row in rows] == [3, 3, 3]
 
 
